@@ -1,0 +1,56 @@
+//! The one mapping from [`Error`] to a gRPC status with google.rpc details.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::Error;
+
+pub const DOMAIN: &str = "bi.data.v1";
+
+fn with_reason(code: Code, reason: &str, message: String) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, HashMap::new()))
+}
+
+pub fn to_status(e: Error) -> Status {
+    match e {
+        Error::InvalidArgument(violations) => {
+            let message = violations
+                .iter()
+                .map(|v| if v.description.is_empty() { v.field.clone() } else { v.description.clone() })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let mut details = ErrorDetails::new();
+            for v in violations {
+                details.add_bad_request_violation(v.field, v.description);
+            }
+            details.set_error_info("INVALID_ARGUMENT", DOMAIN, HashMap::new());
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        Error::NotFound { entity, id } => {
+            let mut details = ErrorDetails::with_resource_info(entity, id.clone(), "", "not found");
+            details.set_error_info("NOT_FOUND", DOMAIN, HashMap::new());
+            Status::with_error_details(Code::NotFound, format!("{entity} '{id}' not found"), details)
+        }
+        Error::AlreadyExists { reason, message } => with_reason(Code::AlreadyExists, reason, message),
+        Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
+        Error::Aborted { reason, message } => with_reason(Code::Aborted, reason, message),
+        Error::DeadlineExceeded => with_reason(
+            Code::DeadlineExceeded,
+            "DEADLINE_EXCEEDED",
+            "the call's deadline or the statement timeout was exceeded".into(),
+        ),
+        Error::Unavailable(message) => with_reason(Code::Unavailable, "UNAVAILABLE", message),
+        Error::Internal(detail) => {
+            tracing::error!(error = %detail, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        to_status(e)
+    }
+}

@@ -1,0 +1,273 @@
+//! Wiring: pools, services, health, reflection, auth layer, background
+//! tasks and graceful shutdown. `start` binds first and returns the bound
+//! address, so tests run servers on port 0.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{server::NamedService, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::{audit::AuditApi, jobs::JobApi},
+    auth::{AuthLayer, AuthMode, TokenKeys},
+    config::ServeArgs,
+    error::Error,
+    pb::{self, audit_service_server::AuditServiceServer, job_service_server::JobServiceServer},
+    store::{Store, idempotency, migrate},
+};
+
+/// Names whose health is reported (besides "" for the whole server).
+pub const SERVICE_NAMES: &[&str] = &[
+    <JobServiceServer<JobApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
+];
+
+/// How often the database is probed for health.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: Arc<Notify>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// Starts graceful shutdown and waits for it (bounded by the drain timeout).
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.shutdown.notify_one();
+        self.task.await.map_err(|e| Error::Internal(format!("server task: {e}")))?
+    }
+}
+
+fn auth_mode(args: &ServeArgs) -> Result<AuthMode, Error> {
+    if args.insecure_dev {
+        if !args.listen.ip().is_loopback() {
+            return Err(Error::Internal(format!(
+                "--insecure-dev is only allowed on a loopback listen address, not {}",
+                args.listen
+            )));
+        }
+        tracing::warn!("insecure-dev: x-tenant-id header accepted without a token; never use this in production");
+        return Ok(AuthMode::InsecureDev);
+    }
+    match &args.auth.jwt_secret {
+        Some(s) if s.expose().len() >= 8 => Ok(AuthMode::Jwt(Arc::new(TokenKeys::new(s.expose())))),
+        Some(_) => Err(Error::Internal("JWT secret must have at least 8 characters".into())),
+        None => Err(Error::Internal("a JWT secret is required (--jwt-secret / JWT_SECRET), or --insecure-dev".into())),
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Brings the schema up to date (or checks it is), retrying until the
+/// database answers, then probes it forever, flipping health accordingly.
+async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
+    let latest = migrate::latest_version();
+    loop {
+        let ready = if args.no_migrate {
+            matches!(migrate::applied_version(&store).await, Ok(v) if v >= latest)
+        } else {
+            let url = args.db.migration_url().0.clone();
+            match migrate::run(&url, Duration::from_millis(args.db.connect_timeout_ms)).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "migrations not applied yet; retrying");
+                    false
+                }
+            }
+        };
+        if ready {
+            break;
+        }
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+    tracing::info!(schema_version = latest, "schema ready");
+    let mut serving = None;
+    loop {
+        let up = store.ping(Duration::from_secs(2)).await;
+        if serving != Some(up) {
+            if up {
+                tracing::info!("database reachable: SERVING");
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+            }
+            set_health(&reporter, if up { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+            serving = Some(up);
+        }
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+/// Counts calls in flight (health Watch streams excluded) so shutdown can
+/// wait for them without waiting for watchers that never end.
+#[derive(Clone, Default)]
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl InFlight {
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for InFlight {
+    type Service = InFlightService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        InFlightService { inner, tracker: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct InFlightService<S> {
+    inner: S,
+    tracker: InFlight,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for InFlightService<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let guard = (req.uri().path() != "/grpc.health.v1.Health/Watch").then(|| {
+            self.tracker.count.fetch_add(1, Ordering::SeqCst);
+            InFlightGuard(self.tracker.clone())
+        });
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            drop(guard);
+            res
+        })
+    }
+}
+
+/// Binds, starts background tasks and serves until `shutdown`.
+pub async fn start(args: ServeArgs) -> Result<Running, Error> {
+    let mode = auth_mode(&args)?;
+    let store = Store::new(&args.db, Duration::from_millis(args.slow_query_ms))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    let health_task = tokio::spawn(health_loop(store.clone(), args.clone(), reporter.clone()));
+    let purge_store = store.clone();
+    let purge_task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(idempotency::PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match idempotency::purge_expired(&purge_store).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency keys removed"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "idempotency purge skipped"),
+            }
+        }
+    });
+
+    let reflection = || {
+        // Advertise exactly: our services, health, and both reflection versions.
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| Error::Internal(e.to_string()))?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Internal(e.to_string()))?;
+    let max = args.max_message_bytes;
+    let jobs = JobServiceServer::new(JobApi::new(store.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let audit = AuditServiceServer::new(AuditApi::new(store.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let in_flight = InFlight::default();
+    let shutdown = Arc::new(Notify::new());
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(1024)
+        .layer(in_flight.clone())
+        .layer(AuthLayer::new(mode))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(jobs)
+        .add_service(audit);
+
+    let drain = args.drain_timeout();
+    let signal = shutdown.clone();
+    let stopping = Arc::new(Notify::new());
+    let stopping_tx = stopping.clone();
+    let incoming = TcpListenerStream::new(listener);
+    let task = tokio::spawn(async move {
+        let serve = router.serve_with_incoming_shutdown(incoming, async move {
+            signal.notified().await;
+            stopping_tx.notify_one();
+        });
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            r = &mut serve => r.map_err(|e| Error::Internal(format!("server: {e}"))),
+            () = async {
+                stopping.notified().await;
+                health_task.abort();
+                set_health(&reporter, ServingStatus::NotServing).await;
+                tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: draining in-flight calls");
+                if tokio::time::timeout(drain, in_flight.wait_idle()).await.is_err() {
+                    tracing::warn!("drain timeout reached; closing with calls still in flight");
+                }
+            } => Ok(()),
+        };
+        purge_task.abort();
+        store.close();
+        tracing::info!("server stopped");
+        result
+    });
+    tracing::info!(%addr, "bi-data listening");
+    Ok(Running { addr, shutdown, task })
+}

@@ -1,0 +1,285 @@
+//! Authentication and authorization as one tower layer in front of every
+//! service: HS256 bearer tokens are verified here (never in handlers), the
+//! method's required role is checked here, and the caller's identity travels
+//! to handlers as an [`AuthContext`] request extension.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+use uuid::Uuid;
+
+/// A role named in a token. Higher roles include lower ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Reader,
+    Writer,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling, for which tenant, with which roles.
+#[derive(Clone, Debug)]
+pub struct AuthContext {
+    pub tenant_id: Uuid,
+    pub subject: String,
+    pub roles: Vec<Role>,
+}
+
+impl AuthContext {
+    /// `admin` implies `writer` implies `reader`.
+    pub fn has(&self, needed: Role) -> bool {
+        self.roles.iter().any(|r| *r >= needed)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    tenant_id: String,
+    roles: Vec<String>,
+    exp: u64,
+    iat: u64,
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn mint(&self, tenant: Uuid, roles: &[Role], subject: &str, ttl: Duration) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let claims = Claims {
+            sub: subject.to_owned(),
+            tenant_id: tenant.to_string(),
+            roles: roles
+                .iter()
+                .map(|r| match r {
+                    Role::Reader => "reader",
+                    Role::Writer => "writer",
+                    Role::Admin => "admin",
+                })
+                .map(str::to_owned)
+                .collect(),
+            exp: now + ttl.as_secs(),
+            iat: now,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing of a serializable struct cannot fail")
+    }
+
+    /// Verifies signature, algorithm and expiry; returns the caller.
+    pub fn verify(&self, token: &str) -> Result<AuthContext, Status> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            let why = match e.kind() {
+                ErrorKind::ExpiredSignature => "token expired",
+                ErrorKind::InvalidSignature => "token signature invalid",
+                ErrorKind::InvalidAlgorithm => "token algorithm not accepted (HS256 only)",
+                _ => "token malformed",
+            };
+            Status::unauthenticated(why)
+        })?;
+        let tenant_id = Uuid::parse_str(&data.claims.tenant_id)
+            .map_err(|_| Status::unauthenticated("token tenant_id is not a UUID"))?;
+        let roles = data.claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+        Ok(AuthContext { tenant_id, subject: data.claims.sub, roles })
+    }
+}
+
+/// How callers authenticate.
+#[derive(Clone)]
+pub enum AuthMode {
+    /// Bearer JWT required.
+    Jwt(Arc<TokenKeys>),
+    /// Development only: `x-tenant-id` header, all roles. Refused at start
+    /// unless the listen address is loopback.
+    InsecureDev,
+}
+
+/// The role a gRPC method needs, from its path `/pkg.Service/Method`.
+/// `None` means no authentication (health, reflection).
+pub fn required_role(path: &str) -> Option<Role> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    if service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.") {
+        return None;
+    }
+    if service == "bi.data.v1.AuditService" || method == "GetQueryStats" {
+        return Some(Role::Admin);
+    }
+    const READ_PREFIXES: [&str; 8] =
+        ["Get", "List", "BatchGet", "Search", "Export", "Aggregate", "Download", "Generate"];
+    if READ_PREFIXES.iter().any(|p| method.starts_with(p)) {
+        Some(Role::Reader)
+    } else {
+        Some(Role::Writer)
+    }
+}
+
+/// Checks a request's headers; returns the caller or the status to answer.
+pub fn authenticate(mode: &AuthMode, path: &str, headers: &http::HeaderMap) -> Result<Option<AuthContext>, Status> {
+    let Some(needed) = required_role(path) else { return Ok(None) };
+    let ctx = match mode {
+        AuthMode::Jwt(keys) => {
+            let value = headers
+                .get(http::header::AUTHORIZATION)
+                .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+            let value = value.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+            keys.verify(token.trim())?
+        }
+        AuthMode::InsecureDev => {
+            let tenant = headers
+                .get("x-tenant-id")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Status::unauthenticated("missing x-tenant-id header (insecure-dev mode)"))?;
+            let tenant_id =
+                Uuid::parse_str(tenant).map_err(|_| Status::unauthenticated("x-tenant-id is not a UUID"))?;
+            AuthContext {
+                tenant_id,
+                subject: "insecure-dev".into(),
+                roles: vec![Role::Reader, Role::Writer, Role::Admin],
+            }
+        }
+    };
+    if !ctx.has(needed) {
+        return Err(Status::permission_denied(format!(
+            "this method needs the {} role",
+            format!("{needed:?}").to_lowercase()
+        )));
+    }
+    Ok(Some(ctx))
+}
+
+/// Parses `reader,writer` into roles, rejecting unknown names.
+pub fn parse_roles(names: &[String]) -> Result<Vec<Role>, String> {
+    let mut seen = HashSet::new();
+    names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .filter(|n| seen.insert(n.to_string()))
+        .map(|n| Role::parse(n).ok_or_else(|| format!("unknown role '{n}' (reader, writer, admin)")))
+        .collect()
+}
+
+/// Tower layer applying [`authenticate`] to every request.
+#[derive(Clone)]
+pub struct AuthLayer {
+    mode: AuthMode,
+}
+
+impl AuthLayer {
+    pub fn new(mode: AuthMode) -> Self {
+        AuthLayer { mode }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, mode: self.mode.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    mode: AuthMode,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<
+        S::Future,
+        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match authenticate(&self.mode, req.uri().path(), req.headers()) {
+            Ok(ctx) => {
+                if let Some(ctx) = ctx {
+                    req.extensions_mut().insert(ctx);
+                }
+                futures_util::future::Either::Left(self.inner.call(req))
+            }
+            Err(status) => futures_util::future::Either::Right(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_per_method() {
+        assert_eq!(required_role("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), None);
+        assert_eq!(required_role("/bi.data.v1.JobService/GetJob"), Some(Role::Reader));
+        assert_eq!(required_role("/bi.data.v1.JobService/BatchGetJobs"), Some(Role::Reader));
+        assert_eq!(required_role("/bi.data.v1.JobService/CreateJob"), Some(Role::Writer));
+        assert_eq!(required_role("/bi.data.v1.JobService/BatchCreateJobs"), Some(Role::Writer));
+        assert_eq!(required_role("/bi.data.v1.AuditService/ListAuditEvents"), Some(Role::Admin));
+        assert_eq!(required_role("/bi.data.v1.AnalyticsService/GetQueryStats"), Some(Role::Admin));
+    }
+
+    #[test]
+    fn mint_and_verify() {
+        let keys = TokenKeys::new("s3cret");
+        let t = Uuid::new_v4();
+        let tok = keys.mint(t, &[Role::Writer], "me", Duration::from_secs(60));
+        let ctx = keys.verify(&tok).unwrap();
+        assert_eq!(ctx.tenant_id, t);
+        assert!(ctx.has(Role::Reader) && ctx.has(Role::Writer) && !ctx.has(Role::Admin));
+        assert_eq!(
+            TokenKeys::new("other").verify(&tok).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Command line and environment configuration. Every flag has an environment
+//! variable; the flag wins. Secrets are wrapped so they never print.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// A string that never appears in Debug or Display output.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// A database URL: printed without its password.
+#[derive(Clone)]
+pub struct DbUrl(pub String);
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+// Checked where it is used, so a subcommand that needs no database does not
+// fail on a bad DATABASE_URL in the environment.
+impl std::str::FromStr for DbUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DbUrl(s.to_owned()))
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/...` with `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "bi-data", version, about = "bi-data: gRPC data-access service over PostgreSQL", args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gRPC server (the default).
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate(DbArgs),
+    /// Print a signed bearer token.
+    Token(TokenArgs),
+    /// Load demo data for a new tenant; print its id and a token.
+    DemoData(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// PostgreSQL URL of the primary. The service switches to the role
+    /// `bi_data_app` on every connection (the login role must be a member).
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/bi_data")]
+    pub database_url: DbUrl,
+    /// URL used to apply migrations (a role that may create tables); defaults
+    /// to --database-url.
+    #[arg(long, env = "MIGRATION_DATABASE_URL")]
+    pub migration_database_url: Option<DbUrl>,
+    /// Read replica URL; reads go to the primary when unset.
+    #[arg(long, env = "DATABASE_REPLICA_URL")]
+    pub replica_url: Option<DbUrl>,
+    /// Connections per pool; default 2 x cores + 1, at least 8.
+    #[arg(long, env = "DATABASE_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// How long a call may wait for a pooled connection.
+    #[arg(long, env = "DATABASE_POOL_WAIT_MS", default_value_t = 2000)]
+    pub pool_wait_ms: u64,
+    /// Connect timeout for new connections.
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 3000)]
+    pub connect_timeout_ms: u64,
+    /// Upper bound of any statement when the caller sets no shorter deadline.
+    #[arg(long, env = "STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub statement_timeout_ms: u64,
+}
+
+impl DbArgs {
+    pub fn pool_size(&self) -> usize {
+        self.pool_size.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (2 * cores + 1).max(8)
+        })
+    }
+    pub fn migration_url(&self) -> &DbUrl {
+        self.migration_database_url.as_ref().unwrap_or(&self.database_url)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// HS256 secret that signs and verifies bearer tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Redis URL for the shared cache; caching is off when unset.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+    /// Accept an `x-tenant-id` header instead of a token (loopback only).
+    #[arg(long, env = "INSECURE_DEV")]
+    pub insecure_dev: bool,
+    /// Statements slower than this are logged at WARN.
+    #[arg(long, env = "SLOW_QUERY_MS", default_value_t = 100)]
+    pub slow_query_ms: u64,
+    /// Prometheus metrics listen address (`/metrics`).
+    #[arg(long = "metrics-listen", env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// Do not apply migrations at start.
+    #[arg(long, env = "NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// How long shutdown waits for in-flight calls.
+    #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+impl ServeArgs {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// Tenant UUID the token grants access to.
+    #[arg(long)]
+    pub tenant: uuid::Uuid,
+    /// Comma-separated roles: reader, writer, admin.
+    #[arg(long, value_delimiter = ',', default_value = "reader")]
+    pub roles: Vec<String>,
+    /// Subject (actor recorded in audit events).
+    #[arg(long, default_value = "cli")]
+    pub subject: String,
+    /// Lifetime, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Number of demo jobs.
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Optional file to write the token to.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Parses `90s`, `30m`, `1h`, `7d` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration '{s}' (e.g. 30m, 1h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration unit in '{s}' (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(format!("{:?}", Secret::new("abc")), "[redacted]");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}

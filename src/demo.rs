@@ -1,0 +1,141 @@
+//! `bi-data demo-data`: a new tenant with realistic jobs, loaded through the
+//! same generic create path the API uses (so demo rows are audited too).
+
+use std::time::Duration;
+
+use prost_types::{Struct, Timestamp};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        convert::json_to_value,
+        resource::{self, BatchItem},
+    },
+    auth::{Role, TokenKeys},
+    config::DemoArgs,
+    error::Error,
+    pb,
+    store::{Scope, Store, migrate},
+};
+
+const TITLES: &[&str] = &[
+    "Senior Rust Engineer",
+    "Backend Engineer (Go)",
+    "Data Engineer",
+    "Machine Learning Engineer",
+    "Site Reliability Engineer",
+    "Frontend Developer (React)",
+    "Platform Engineer",
+    "Product Manager, Data",
+    "Business Intelligence Analyst",
+    "Automation Consultant",
+    "Staff Software Engineer",
+    "DevOps Engineer",
+];
+const COMPANIES: &[&str] = &[
+    "Acme Analytics",
+    "Globex",
+    "Initech",
+    "Umbrella Data",
+    "Hooli",
+    "Stark Industries",
+    "Wayne Logistics",
+    "Tyrell Systems",
+    "Cyberdyne Robotics",
+    "Soylent Foods",
+];
+const LOCATIONS: &[&str] = &["Berlin", "London", "New York, NY", "San Francisco, CA", "Remote", "Toronto", "Lisbon"];
+const SOURCES: &[&str] = &["linkedin", "indeed", "glassdoor", "company_site", "hn_whoishiring"];
+const KEYWORDS: &[&str] =
+    &["rust", "go", "python", "postgresql", "kubernetes", "grpc", "aws", "react", "sql", "airflow", "ml", "terraform"];
+const INDUSTRIES: &[&str] = &["Software", "Finance", "Healthcare", "Logistics", "Retail", "Energy"];
+
+/// Small deterministic generator (no dependency needed for demo data).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() as usize) % xs.len()]
+    }
+}
+
+pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
+    let mut r = Lcg(rng_seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let title = r.pick(TITLES);
+    let company = r.pick(COMPANIES);
+    let min = 50_000 + (r.next() % 100) as i64 * 1000;
+    let kw: Vec<String> = (0..3).map(|_| r.pick(KEYWORDS).to_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let posted = now - (r.next() % (60 * 86_400)) as i64;
+    let mut attrs = Struct::default();
+    attrs.fields.insert("visa_sponsorship".into(), json_to_value(&serde_json::json!(r.next() % 3 == 0)));
+    attrs.fields.insert("team_size".into(), json_to_value(&serde_json::json!(3 + r.next() % 20)));
+    pb::Job {
+        title: title.to_owned(),
+        company_name: company.to_owned(),
+        location: r.pick(LOCATIONS).to_owned(),
+        salary_min: Some(min),
+        salary_max: Some(min + 10_000 + (r.next() % 60) as i64 * 1000),
+        salary_currency: "USD".into(),
+        description: format!("{company} is hiring a {title}. You will build data products with {}.", kw.join(", ")),
+        requirements: format!("Experience with {}.", kw.join(" and ")),
+        benefits: "Health insurance, learning budget, flexible hours.".into(),
+        job_url: format!("https://jobs.example.com/{}/{i}", company.to_lowercase().replace(' ', "-")),
+        source_site: r.pick(SOURCES).to_owned(),
+        posting_time: Some(Timestamp { seconds: posted, nanos: 0 }),
+        remote: r.next() % 2 == 0,
+        job_type: 1 + (r.next() % 5) as i32,
+        experience_level: 1 + (r.next() % 5) as i32,
+        industry: r.pick(INDUSTRIES).to_owned(),
+        keywords: kw,
+        status: 1 + (r.next() % 7) as i32,
+        attributes: Some(attrs),
+        ..Default::default()
+    }
+}
+
+pub async fn run(args: DemoArgs) -> Result<(), Error> {
+    migrate::run(&args.db.migration_url().0, Duration::from_millis(args.db.connect_timeout_ms)).await?;
+    let store = Store::new(&args.db, Duration::from_secs(1))?;
+    let tenant = Uuid::new_v4();
+    let scope = Scope {
+        tenant,
+        actor: "demo-data".into(),
+        request_id: None,
+        trace_id: None,
+        timeout: Duration::from_secs(60),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let seed = tenant.as_u128() as u64;
+    let mut created = 0;
+    while created < args.jobs {
+        let n = (args.jobs - created).min(resource::MAX_BATCH);
+        let items = (created..created + n)
+            .map(|i| BatchItem { resource: Some(demo_job(i, seed, now)), request_id: String::new() })
+            .collect();
+        resource::batch_create::<pb::Job>(&store, &scope, items, "").await?;
+        created += n;
+    }
+    store.close();
+    println!("tenant_id={tenant}");
+    println!("jobs={created}");
+    match &args.auth.jwt_secret {
+        Some(secret) => {
+            let token = TokenKeys::new(secret.expose()).mint(
+                tenant,
+                &[Role::Reader, Role::Writer, Role::Admin],
+                "demo",
+                Duration::from_secs(7 * 86_400),
+            );
+            if let Some(path) = &args.token_file {
+                std::fs::write(path, &token).map_err(|e| Error::Internal(format!("cannot write token file: {e}")))?;
+            }
+            println!("token={token}");
+        }
+        None => eprintln!("no JWT secret given: no token printed (use `bi-data token --tenant {tenant}`)"),
+    }
+    Ok(())
+}

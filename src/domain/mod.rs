@@ -1,0 +1,9 @@
+//! Plain Rust: resource declarations, validation, the filter language.
+//! Knows nothing of tonic, prost or SQL drivers.
+pub mod audit;
+pub mod filter;
+pub mod job;
+pub mod order;
+pub mod record;
+pub mod schema;
+pub mod value;

@@ -1,0 +1,41 @@
+//! A dynamically typed value: a bound SQL parameter, or one column of a row.
+//! The store converts it to and from PostgreSQL; the API converts it to and
+//! from proto fields.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Time(DateTime<Utc>),
+    Uuid(Uuid),
+    TextArray(Vec<String>),
+    Json(serde_json::Value),
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Converts to JSON for audit snapshots and page tokens.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Text(s) => J::String(s.clone()),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => J::from(*f),
+            Value::Bool(b) => J::Bool(*b),
+            Value::Time(t) => J::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            Value::Uuid(u) => J::String(u.to_string()),
+            Value::TextArray(v) => J::Array(v.iter().cloned().map(J::String).collect()),
+            Value::Json(j) => j.clone(),
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The one error type of the domain and store layers. Only `api::status`
+//! turns it into a gRPC status; internals (SQL, driver messages) stay in
+//! `Internal` and go to the log, never to the caller.
+
+/// One invalid field of a request (google.rpc.BadRequest.FieldViolation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        FieldViolation { field: field.into(), description: description.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{entity} '{id}' not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{message}")]
+    AlreadyExists { reason: &'static str, message: String },
+    #[error("{message}")]
+    FailedPrecondition { reason: &'static str, message: String },
+    #[error("{message}")]
+    Aborted { reason: &'static str, message: String },
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged in full where it is created; the caller sees an opaque message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,62 @@
+//! AIP-155 request ids: the first response of a (tenant, request_id) is kept
+//! for 24 hours and returned to repeats instead of doing the work again.
+
+use std::time::Duration;
+
+use super::{Scope, Store, Tx};
+use crate::error::Error;
+
+pub const MAX_REQUEST_ID_LEN: usize = 36;
+
+/// Serializes concurrent calls with the same key (transaction-scoped
+/// advisory lock), then returns the stored response if there is one.
+pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Result<Option<Vec<u8>>, Error> {
+    if request_id.chars().count() > MAX_REQUEST_ID_LEN {
+        return Err(Error::invalid("request_id", "request_id is longer than 36 characters"));
+    }
+    let key = format!("{}/{request_id}", scope.tenant);
+    tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
+    let row = tx
+        .query_opt(
+            "SELECT method, response FROM idempotency_keys \
+             WHERE tenant_id = $1 AND request_id = $2 AND create_time > now() - interval '24 hours'",
+            &[&scope.tenant, &request_id],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let stored: String = row.get(0);
+            if stored != method {
+                return Err(Error::invalid("request_id", format!("request_id was already used for {stored}")));
+            }
+            Ok(Some(row.get(1)))
+        }
+    }
+}
+
+/// Remembers the response (replacing an expired entry with the same key).
+pub async fn finish(tx: &Tx, scope: &Scope, request_id: &str, method: &str, response: &[u8]) -> Result<(), Error> {
+    tx.query(
+        "INSERT INTO idempotency_keys (tenant_id, request_id, method, response) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, request_id) DO UPDATE \
+         SET method = EXCLUDED.method, response = EXCLUDED.response, create_time = now()",
+        &[&scope.tenant, &request_id, &method, &response],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes expired keys of every tenant (policy `purge_expired`); run by a
+/// background task.
+pub async fn purge_expired(store: &Store) -> Result<u64, Error> {
+    let client = store.primary().get().await.map_err(super::pool_error)?;
+    let n = client
+        .execute("DELETE FROM idempotency_keys WHERE create_time < now() - interval '24 hours'", &[])
+        .await
+        .map_err(super::db_error)?;
+    Ok(n)
+}
+
+/// How often the sweeper runs.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);

@@ -1,0 +1,327 @@
+//! Generic record operations, driven by a resource's field table: insert,
+//! fetch, masked update, soft delete, keyset-paginated list. Column names come
+//! only from the static field table; every value is a bound parameter.
+
+use std::{
+    collections::HashMap,
+    fmt::Write,
+    sync::{LazyLock, RwLock},
+};
+
+use uuid::Uuid;
+
+use super::{Tx, db_error, filter_sql, value_sql};
+use crate::{
+    domain::{
+        filter::Expr,
+        order::OrderKey,
+        schema::{Field, FieldKind, Resource},
+        value::Value,
+    },
+    error::Error,
+};
+
+/// One row of a resource: values in field-table order, plus its revision
+/// (the etag source).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub values: Vec<Value>,
+    pub revision: i64,
+}
+
+impl Record {
+    pub fn id(&self) -> Uuid {
+        match self.values.first() {
+            Some(Value::Uuid(u)) => *u,
+            _ => Uuid::nil(),
+        }
+    }
+
+    /// Opaque entity tag: changes on every update, delete and undelete.
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.revision)
+    }
+
+    /// `{field: value}` for audit snapshots.
+    pub fn to_json(&self, res: &Resource) -> serde_json::Value {
+        let map = res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
+        serde_json::Value::Object(map)
+    }
+}
+
+/// SQL text fixed per resource, built once.
+struct ResourceSql {
+    select: String,
+    insert: String,
+    fetch: String,
+    fetch_for_update: String,
+    fetch_many: String,
+}
+
+/// Fields written by callers (id is assigned, times are managed).
+fn is_system(f: &Field) -> bool {
+    matches!(f.name, "id" | "create_time" | "update_time" | "delete_time")
+}
+
+fn sql_for(res: &'static Resource) -> &'static ResourceSql {
+    static CACHE: LazyLock<RwLock<HashMap<&'static str, &'static ResourceSql>>> = LazyLock::new(Default::default);
+    if let Some(s) = CACHE.read().expect("sql cache lock").get(res.table) {
+        return s;
+    }
+    let cols: Vec<&str> = res.fields.iter().map(|f| f.column).collect();
+    let select = format!("{}, revision", cols.join(", "));
+    let writable: Vec<&Field> = res.fields.iter().filter(|f| !is_system(f)).collect();
+    let mut insert = format!("INSERT INTO {} (tenant_id, id", res.table);
+    for f in &writable {
+        let _ = write!(insert, ", {}", f.column);
+    }
+    insert.push_str(") VALUES ($1, $2");
+    for i in 0..writable.len() {
+        let _ = write!(insert, ", ${}", i + 3);
+    }
+    let _ = write!(insert, ") RETURNING {select}");
+    let fetch = format!("SELECT {select} FROM {} WHERE tenant_id = $1 AND id = $2", res.table);
+    let fetch_for_update = format!("{fetch} FOR UPDATE");
+    let fetch_many = format!("SELECT {select} FROM {} WHERE tenant_id = $1 AND id = ANY($2)", res.table);
+    let built: &'static ResourceSql =
+        Box::leak(Box::new(ResourceSql { select, insert, fetch, fetch_for_update, fetch_many }));
+    CACHE.write().expect("sql cache lock").insert(res.table, built);
+    built
+}
+
+fn decode_row(res: &Resource, row: &tokio_postgres::Row) -> Result<Record, Error> {
+    let values = res
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| value_sql::decode(row, i, f.kind))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_error)?;
+    let revision = row.try_get(res.fields.len()).map_err(db_error)?;
+    Ok(Record { values, revision })
+}
+
+fn decode_rows(res: &Resource, rows: &[tokio_postgres::Row]) -> Result<Vec<Record>, Error> {
+    rows.iter().map(|r| decode_row(res, r)).collect()
+}
+
+/// Inserts a new row with `id`; `values` is in field-table order (system
+/// fields ignored).
+pub async fn insert(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    id: Uuid,
+    values: &[Value],
+) -> Result<Record, Error> {
+    let sql = sql_for(res);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tenant, &id];
+    for (f, v) in res.fields.iter().zip(values) {
+        if !is_system(f) {
+            params.push(v);
+        }
+    }
+    let row = tx.query_one(&sql.insert, &params).await?;
+    decode_row(res, &row)
+}
+
+/// Fetches one row (deleted or not); `for_update` locks it.
+pub async fn fetch(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    id: Uuid,
+    for_update: bool,
+) -> Result<Option<Record>, Error> {
+    let sql = sql_for(res);
+    let stmt = if for_update { &sql.fetch_for_update } else { &sql.fetch };
+    tx.query_opt(stmt, &[&tenant, &id]).await?.map(|r| decode_row(res, &r)).transpose()
+}
+
+/// Fetches rows by id, in no particular order.
+pub async fn fetch_many(tx: &Tx, tenant: Uuid, res: &'static Resource, ids: &[Uuid]) -> Result<Vec<Record>, Error> {
+    let rows = tx.query(&sql_for(res).fetch_many, &[&tenant, &ids]).await?;
+    decode_rows(res, &rows)
+}
+
+/// Writes the fields at `changed` (indexes into the field table), bumps the
+/// revision and update_time.
+pub async fn update(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    id: Uuid,
+    values: &[Value],
+    changed: &[usize],
+) -> Result<Record, Error> {
+    let mut sql = format!("UPDATE {} SET update_time = now(), revision = revision + 1", res.table);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tenant, &id];
+    for &i in changed {
+        let f = &res.fields[i];
+        debug_assert!(!is_system(f));
+        params.push(&values[i]);
+        let _ = write!(sql, ", {} = ${}", f.column, params.len());
+    }
+    let _ = write!(sql, " WHERE tenant_id = $1 AND id = $2 RETURNING {}", sql_for(res).select);
+    let row = tx.query_one(&sql, &params).await?;
+    decode_row(res, &row)
+}
+
+/// Sets or clears delete_time.
+pub async fn set_deleted(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    id: Uuid,
+    deleted: bool,
+) -> Result<Record, Error> {
+    let sql = format!(
+        "UPDATE {} SET delete_time = {}, update_time = now(), revision = revision + 1 \
+         WHERE tenant_id = $1 AND id = $2 RETURNING {}",
+        res.table,
+        if deleted { "now()" } else { "NULL" },
+        sql_for(res).select
+    );
+    let row = tx.query_one(&sql, &[&tenant, &id]).await?;
+    decode_row(res, &row)
+}
+
+/// A list request after validation.
+pub struct ListQuery<'a> {
+    pub filter: Option<&'a Expr>,
+    /// Caller's order; the id tiebreaker is added here.
+    pub order: &'a [OrderKey],
+    /// Key values of the last row of the previous page (order keys + id).
+    pub after: Option<Vec<Value>>,
+    pub limit: usize,
+    pub show_deleted: bool,
+    pub count: bool,
+    /// A parent scope, `column = value` (e.g. the messages of one conversation).
+    pub extra: Option<(&'static str, Value)>,
+}
+
+/// The effective sort keys: the caller's, then `id` in the direction of the
+/// last one (unless `id` was already named).
+pub fn effective_order(res: &'static Resource, order: &[OrderKey]) -> Vec<(&'static Field, bool)> {
+    let mut keys = Vec::with_capacity(order.len() + 1);
+    for k in order {
+        keys.push((k.field, k.desc));
+        if k.field.name == "id" {
+            return keys;
+        }
+    }
+    let desc = order.last().is_some_and(|k| k.desc);
+    keys.push((res.field("id").expect("every resource has an id"), desc));
+    keys
+}
+
+/// One page of rows (up to `limit + 1`, so the caller knows whether more
+/// follow) and the exact count when asked.
+pub async fn list(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    q: &ListQuery<'_>,
+) -> Result<(Vec<Record>, Option<i64>), Error> {
+    let mut params: Vec<Value> = vec![Value::Uuid(tenant)];
+    let mut cond = String::from("tenant_id = $1");
+    if res.soft_delete && !q.show_deleted {
+        cond.push_str(" AND delete_time IS NULL");
+    }
+    if let Some((column, value)) = &q.extra {
+        params.push(value.clone());
+        let _ = write!(cond, " AND {column} = ${}", params.len());
+    }
+    if let Some(expr) = q.filter {
+        let sql = filter_sql::compile(res, expr, &mut params).map_err(|e| Error::invalid("filter", e.to_string()))?;
+        let _ = write!(cond, " AND {sql}");
+    }
+    let total = if q.count {
+        let sql = format!("SELECT count(*) FROM {} WHERE {cond}", res.table);
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let row = tx.query_one(&sql, &refs).await?;
+        Some(row.try_get::<_, i64>(0).map_err(db_error)?)
+    } else {
+        None
+    };
+    let keys = effective_order(res, q.order);
+    if let Some(after) = &q.after {
+        if after.len() != keys.len() {
+            return Err(Error::invalid("page_token", "page token does not match this request"));
+        }
+        let pred = keyset_predicate(&keys, after, &mut params);
+        let _ = write!(cond, " AND {pred}");
+    }
+    let order_sql: Vec<String> =
+        keys.iter().map(|(f, desc)| format!("{} {}", f.column, if *desc { "DESC" } else { "ASC" })).collect();
+    params.push(Value::Int(q.limit as i64 + 1));
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {cond} ORDER BY {} LIMIT ${}",
+        sql_for(res).select,
+        res.table,
+        order_sql.join(", "),
+        params.len()
+    );
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    let rows = tx.query(&sql, &refs).await?;
+    Ok((decode_rows(res, &rows)?, total))
+}
+
+/// Rows strictly after `after` in the order `keys` (ASC sorts NULLs last,
+/// DESC first: PostgreSQL's defaults, which the indexes follow).
+fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<Value>) -> String {
+    let all_same_dir = keys.iter().all(|(_, d)| *d == keys[0].1);
+    let no_nulls = keys.iter().zip(after).all(|((f, _), v)| !f.nullable && !v.is_null());
+    if all_same_dir && no_nulls {
+        // Row comparison: one index range scan.
+        let cols: Vec<&str> = keys.iter().map(|(f, _)| f.column).collect();
+        let mut ph = Vec::with_capacity(after.len());
+        for v in after {
+            params.push(v.clone());
+            ph.push(format!("${}", params.len()));
+        }
+        let op = if keys[0].1 { "<" } else { ">" };
+        return format!("({}) {op} ({})", cols.join(", "), ph.join(", "));
+    }
+    let mut placeholders = Vec::with_capacity(after.len());
+    for v in after {
+        if v.is_null() {
+            placeholders.push(String::new());
+        } else {
+            params.push(v.clone());
+            placeholders.push(format!("${}", params.len()));
+        }
+    }
+    let mut ors = Vec::new();
+    for i in 0..keys.len() {
+        let mut ands: Vec<String> = Vec::new();
+        for j in 0..i {
+            let col = keys[j].0.column;
+            ands.push(if after[j].is_null() { format!("{col} IS NULL") } else { format!("{col} = {}", placeholders[j]) });
+        }
+        let (f, desc) = keys[i];
+        let col = f.column;
+        let gt = match (desc, after[i].is_null()) {
+            (false, false) if f.nullable => format!("({col} > {} OR {col} IS NULL)", placeholders[i]),
+            (false, false) => format!("{col} > {}", placeholders[i]),
+            (false, true) => continue, // nothing sorts after NULL ascending
+            (true, false) => format!("{col} < {}", placeholders[i]),
+            (true, true) => format!("{col} IS NOT NULL"),
+        };
+        ands.push(gt);
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    if ors.is_empty() { "FALSE".to_owned() } else { format!("({})", ors.join(" OR ")) }
+}
+
+/// The values of the sort keys of `rec`, for the next page token.
+pub fn key_values(res: &'static Resource, keys: &[(&'static Field, bool)], rec: &Record) -> Vec<Value> {
+    keys.iter().map(|(f, _)| rec.values[res.index_of(f.name).expect("key is a field")].clone()).collect()
+}
+
+/// Kinds of the sort keys, for decoding page tokens.
+pub fn key_kinds(keys: &[(&'static Field, bool)]) -> Vec<FieldKind> {
+    keys.iter().map(|(f, _)| f.kind).collect()
+}

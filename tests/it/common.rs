@@ -1,0 +1,167 @@
+//! Test harness: a real server on port 0 against the real PostgreSQL test
+//! database, typed gRPC clients, and fresh tenants so tests own their data.
+
+use std::{sync::OnceLock, time::Duration};
+
+use bi_data::{
+    app::{self, Running},
+    auth::{Role, TokenKeys},
+    config::{Cli, Command, ServeArgs},
+    pb::{audit_service_client::AuditServiceClient, job_service_client::JobServiceClient},
+};
+use clap::Parser;
+use tonic::{Request, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use uuid::Uuid;
+
+pub const SECRET: &str = "integration-test-secret";
+
+pub fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://bi_data_owner:bi_data@127.0.0.1:5432/bi_data_test".into())
+}
+
+/// Logs of the tests go to the test output when RUST_LOG is set.
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            bi_data::telemetry::init();
+        }
+    });
+}
+
+/// Parses serve flags exactly as the binary does.
+pub fn serve_args(extra: &[&str]) -> ServeArgs {
+    let url = database_url();
+    let mut argv = vec![
+        "bi-data",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--jwt-secret",
+        SECRET,
+        "--drain-timeout-ms",
+        "3000",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv).expect("valid test flags").command {
+        Some(Command::Serve(a)) => a,
+        _ => unreachable!(),
+    }
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub channel: Channel,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Starts a server with extra flags and waits until it is SERVING.
+    pub async fn spawn_with(extra: &[&str]) -> TestApp {
+        let app = Self::start(serve_args(extra)).await;
+        app.wait_for(ServingStatus::Serving, Duration::from_secs(60)).await;
+        app
+    }
+
+    /// Starts a server without waiting for health.
+    pub async fn start(args: ServeArgs) -> TestApp {
+        init_logs();
+        let running = app::start(args).await.expect("server starts");
+        let addr = running.addr;
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        TestApp { addr, channel, running: Some(running) }
+    }
+
+    pub async fn health(&self, service: &str) -> Option<ServingStatus> {
+        let mut c = HealthClient::new(self.channel.clone());
+        let r = c.check(HealthCheckRequest { service: service.into() }).await.ok()?;
+        ServingStatus::try_from(r.into_inner().status).ok()
+    }
+
+    pub async fn wait_for(&self, want: ServingStatus, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.health("").await == Some(want) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "server did not become {want:?} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel.clone())
+    }
+
+    pub fn audit(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel.clone())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// A fresh tenant with tokens for each role.
+#[derive(Clone)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub reader: String,
+    pub writer: String,
+    pub admin: String,
+}
+
+impl Tenant {
+    pub fn new() -> Tenant {
+        let id = Uuid::new_v4();
+        let keys = TokenKeys::new(SECRET);
+        let mint = |roles: &[Role]| keys.mint(id, roles, "tester", Duration::from_secs(3600));
+        Tenant {
+            id,
+            reader: mint(&[Role::Reader]),
+            writer: mint(&[Role::Writer]),
+            admin: mint(&[Role::Admin]),
+        }
+    }
+}
+
+/// Wraps a message with a bearer token.
+pub fn authed<T>(token: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// A direct connection as the owner role (for checks under the API).
+pub async fn raw_db() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("db connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// A minimal valid job.
+pub fn job(title: &str) -> bi_data::pb::Job {
+    bi_data::pb::Job { title: title.into(), company_name: "Acme".into(), ..Default::default() }
+}
+
+/// The reason in a status's google.rpc.ErrorInfo.
+pub fn reason(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+}
+
+/// Field names in a status's google.rpc.BadRequest.
+pub fn violations(s: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    s.get_details_bad_request().map(|b| b.field_violations.into_iter().map(|v| v.field).collect()).unwrap_or_default()
+}

@@ -1,0 +1,488 @@
+//! Job CRUD through the real gRPC client: every field, masks, etags, soft
+//! delete, idempotency, batches, unique job_url, audit events.
+
+use bi_data::pb::{
+    self, AuditAction, BatchCreateJobsRequest, BatchGetJobsRequest, CreateJobRequest, DeleteJobRequest,
+    GetJobRequest, ListAuditEventsRequest, ListJobsRequest, UndeleteJobRequest, UpdateJobRequest,
+};
+use prost_types::{FieldMask, Struct, Timestamp};
+use tonic::Code;
+
+use crate::common::*;
+
+fn full_job() -> pb::Job {
+    let mut attrs = Struct::default();
+    attrs.fields.insert("visa".into(), bi_data::api::convert::json_to_value(&serde_json::json!(true)));
+    attrs.fields.insert(
+        "nested".into(),
+        bi_data::api::convert::json_to_value(&serde_json::json!({"team": "data", "size": 7, "tags": ["a", "b"]})),
+    );
+    pb::Job {
+        title: "Senior Rust Engineer".into(),
+        company_name: "Acme Analytics".into(),
+        company_id: uuid::Uuid::new_v4().to_string(),
+        location: "Berlin".into(),
+        salary_min: Some(90_000),
+        salary_max: Some(120_000),
+        salary_currency: "EUR".into(),
+        description: "Build a gRPC data service. Ünïcödé ✓".into(),
+        requirements: "Rust, PostgreSQL".into(),
+        benefits: "Learning budget".into(),
+        job_url: format!("https://jobs.example.com/{}", uuid::Uuid::new_v4()),
+        source_site: "linkedin".into(),
+        posting_time: Some(Timestamp { seconds: 1_760_000_000, nanos: 123_456_000 }),
+        application_deadline: Some(Timestamp { seconds: 1_770_000_000, nanos: 0 }),
+        discovered_time: Some(Timestamp { seconds: 1_760_100_000, nanos: 0 }),
+        remote: true,
+        job_type: pb::JobType::Contract as i32,
+        experience_level: pb::ExperienceLevel::Senior as i32,
+        industry: "Software".into(),
+        keywords: vec!["rust".into(), "grpc".into(), "postgresql".into()],
+        status: pb::JobStatus::Saved as i32,
+        attributes: Some(attrs),
+        ..Default::default()
+    }
+}
+
+/// Output-only fields cleared, for comparing what was sent with what came back.
+fn inputs(mut j: pb::Job) -> pb::Job {
+    j.id.clear();
+    j.etag.clear();
+    j.create_time = None;
+    j.update_time = None;
+    j.delete_time = None;
+    j
+}
+
+#[tokio::test]
+async fn crud_round_trip_of_every_field() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let sent = full_job();
+    let created =
+        c.create_job(authed(&t.writer, CreateJobRequest { job: Some(sent.clone()), request_id: String::new() }))
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(uuid::Uuid::parse_str(&created.id).is_ok());
+    assert!(created.create_time.is_some() && created.update_time.is_some() && created.delete_time.is_none());
+    assert!(!created.etag.is_empty());
+    assert_eq!(inputs(created.clone()), sent);
+
+    let got = c.get_job(authed(&t.reader, GetJobRequest { id: created.id.clone() })).await.unwrap().into_inner();
+    assert_eq!(got, created);
+
+    let listed = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
+    assert_eq!(listed.jobs, vec![created.clone()]);
+
+    // Defaults: currency USD, status DISCOVERED, discovered_time set.
+    let minimal = c
+        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("Minimal")), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(minimal.salary_currency, "USD");
+    assert_eq!(minimal.status, pb::JobStatus::Discovered as i32);
+    assert!(minimal.discovered_time.is_some());
+    assert_eq!(minimal.salary_min, None);
+    assert!(minimal.keywords.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn create_validation_errors_name_fields() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let cases: Vec<(pb::Job, &str)> = vec![
+        (pb::Job { title: String::new(), ..job("x") }, "job.title"),
+        (pb::Job { company_name: String::new(), ..job("x") }, "job.company_name"),
+        (pb::Job { title: "t".repeat(256), ..job("x") }, "job.title"),
+        (pb::Job { salary_min: Some(10), salary_max: Some(5), ..job("x") }, "job.salary_min"),
+        (pb::Job { salary_currency: "dollars".into(), ..job("x") }, "job.salary_currency"),
+        (pb::Job { job_type: 99, ..job("x") }, "job.job_type"),
+        (pb::Job { company_id: "not-a-uuid".into(), ..job("x") }, "job.company_id"),
+        (pb::Job { job_url: "u".repeat(501), ..job("x") }, "job.job_url"),
+    ];
+    for (j, field) in cases {
+        let e = c
+            .create_job(authed(&t.writer, CreateJobRequest { job: Some(j), request_id: String::new() }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+        assert!(violations(&e).iter().any(|f| f == field), "{field} not in {:?}", violations(&e));
+    }
+    let e = c.create_job(authed(&t.writer, CreateJobRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    for id in ["", "nope", "123"] {
+        let e = c.get_job(authed(&t.reader, GetJobRequest { id: id.into() })).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+    }
+    let e = c.get_job(authed(&t.reader, GetJobRequest { id: uuid::Uuid::new_v4().to_string() })).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn field_masks_and_etags() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let created = c
+        .create_job(authed(&t.writer, CreateJobRequest { job: Some(full_job()), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Only masked fields change, even if others are sent.
+    let patch = pb::Job {
+        id: created.id.clone(),
+        title: "Staff Rust Engineer".into(),
+        location: "ignored".into(),
+        etag: created.etag.clone(),
+        ..Default::default()
+    };
+    let updated = c
+        .update_job(authed(
+            &t.writer,
+            UpdateJobRequest {
+                job: Some(patch),
+                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.title, "Staff Rust Engineer");
+    assert_eq!(updated.location, "Berlin");
+    assert_eq!(updated.keywords, created.keywords);
+    assert_ne!(updated.etag, created.etag);
+    let secs = |t: &Option<Timestamp>| t.map(|t| (t.seconds, t.nanos)).unwrap();
+    assert!(secs(&updated.update_time) > secs(&created.update_time));
+
+    // A masked field absent from the message is cleared.
+    let cleared = c
+        .update_job(authed(
+            &t.writer,
+            UpdateJobRequest {
+                job: Some(pb::Job { id: created.id.clone(), ..Default::default() }),
+                update_mask: Some(FieldMask { paths: vec!["location".into(), "keywords".into()] }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cleared.location, "");
+    assert!(cleared.keywords.is_empty());
+
+    // Empty mask: every field the caller set.
+    let by_set = c
+        .update_job(authed(
+            &t.writer,
+            UpdateJobRequest {
+                job: Some(pb::Job { id: created.id.clone(), industry: "Energy".into(), ..Default::default() }),
+                update_mask: None,
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_set.industry, "Energy");
+    assert_eq!(by_set.title, "Staff Rust Engineer");
+
+    // Stale etag -> ABORTED with ETAG_MISMATCH.
+    let e = c
+        .update_job(authed(
+            &t.writer,
+            UpdateJobRequest {
+                job: Some(pb::Job { id: created.id.clone(), title: "x".into(), etag: created.etag.clone(), ..Default::default() }),
+                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert_eq!(reason(&e), "ETAG_MISMATCH");
+
+    // Unknown and output-only paths -> INVALID_ARGUMENT.
+    for path in ["nope", "create_time", "id"] {
+        let e = c
+            .update_job(authed(
+                &t.writer,
+                UpdateJobRequest {
+                    job: Some(pb::Job { id: created.id.clone(), ..Default::default() }),
+                    update_mask: Some(FieldMask { paths: vec![path.into()] }),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{path}");
+    }
+    // Clearing a required field through the mask is refused.
+    let e = c
+        .update_job(authed(
+            &t.writer,
+            UpdateJobRequest {
+                job: Some(pb::Job { id: created.id.clone(), ..Default::default() }),
+                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                request_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn soft_delete_and_undelete() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let j = c
+        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("Doomed")), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = c
+        .delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), etag: "W/\"999\"".into(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    let d = c
+        .delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), etag: j.etag.clone(), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.delete_time.is_some());
+    // Hidden from List, visible with show_deleted, still returned by Get.
+    let l = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
+    assert!(l.jobs.is_empty());
+    let l = c
+        .list_jobs(authed(&t.reader, ListJobsRequest { show_deleted: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.jobs.len(), 1);
+    let g = c.get_job(authed(&t.reader, GetJobRequest { id: j.id.clone() })).await.unwrap().into_inner();
+    assert!(g.delete_time.is_some());
+    // Deleting a deleted job -> NOT_FOUND; updating it -> FAILED_PRECONDITION.
+    let e = c
+        .delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .update_job(authed(
+            &t.writer,
+            UpdateJobRequest { job: Some(pb::Job { id: j.id.clone(), title: "x".into(), ..Default::default() }), ..Default::default() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let u = c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap().into_inner();
+    assert!(u.delete_time.is_none());
+    let e = c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let l = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
+    assert_eq!(l.jobs.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_create_with_request_id() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let req = CreateJobRequest { job: Some(job("Once")), request_id: "req-1".into() };
+    let a = c.create_job(authed(&t.writer, req.clone())).await.unwrap().into_inner();
+    let b = c.create_job(authed(&t.writer, req.clone())).await.unwrap().into_inner();
+    assert_eq!(a, b);
+    // Concurrent repeats also create exactly one.
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let mut c = app.jobs();
+        let req = CreateJobRequest { job: Some(job("Concurrent")), request_id: "req-2".into() };
+        let tok = t.writer.clone();
+        handles.push(tokio::spawn(async move { c.create_job(authed(&tok, req)).await.unwrap().into_inner().id }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    let l = c.list_jobs(authed(&t.reader, ListJobsRequest { count: true, ..Default::default() })).await.unwrap().into_inner();
+    assert_eq!(l.total_size, 2);
+    // The same request id in another tenant is independent.
+    let other = Tenant::new();
+    let o = c.create_job(authed(&other.writer, req)).await.unwrap().into_inner();
+    assert_ne!(o.id, a.id);
+    let e = c
+        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("x")), request_id: "r".repeat(37) }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batches_limits_order_and_atomicity() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let reqs: Vec<CreateJobRequest> =
+        (0..5).map(|i| CreateJobRequest { job: Some(job(&format!("B{i}"))), request_id: String::new() }).collect();
+    let made = c
+        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: reqs, request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(made.iter().map(|j| j.title.as_str()).collect::<Vec<_>>(), ["B0", "B1", "B2", "B3", "B4"]);
+
+    // Order kept, duplicates allowed.
+    let ids = vec![made[3].id.clone(), made[0].id.clone(), made[3].id.clone()];
+    let got = c.batch_get_jobs(authed(&t.reader, BatchGetJobsRequest { ids: ids.clone() })).await.unwrap().into_inner().jobs;
+    assert_eq!(got.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids);
+    // Missing id -> NOT_FOUND naming it.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let e = c
+        .batch_get_jobs(authed(&t.reader, BatchGetJobsRequest { ids: vec![made[0].id.clone(), missing.clone()] }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains(&missing));
+    // Limits.
+    let e = c
+        .batch_get_jobs(authed(&t.reader, BatchGetJobsRequest { ids: vec![made[0].id.clone(); 1001] }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let too_many: Vec<CreateJobRequest> = (0..1001).map(|_| CreateJobRequest { job: Some(job("x")), request_id: String::new() }).collect();
+    let e = c
+        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: too_many, request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // All or nothing: a duplicate job_url in the batch rolls back every row.
+    let url = "https://jobs.example.com/dup".to_string();
+    let reqs = vec![
+        CreateJobRequest { job: Some(pb::Job { job_url: "https://jobs.example.com/ok".into(), ..job("ok") }), request_id: String::new() },
+        CreateJobRequest { job: Some(pb::Job { job_url: url.clone(), ..job("a") }), request_id: String::new() },
+        CreateJobRequest { job: Some(pb::Job { job_url: url.clone(), ..job("b") }), request_id: String::new() },
+    ];
+    let e = c
+        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: reqs, request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(reason(&e), "DUPLICATE_JOB_URL");
+    // A validation error in one item names it and creates nothing.
+    let reqs = vec![
+        CreateJobRequest { job: Some(job("fine")), request_id: String::new() },
+        CreateJobRequest { job: Some(pb::Job { title: String::new(), ..job("") }), request_id: String::new() },
+    ];
+    let e = c
+        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: reqs, request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(violations(&e).contains(&"requests[1].job.title".to_string()), "{:?}", violations(&e));
+    let l = c.list_jobs(authed(&t.reader, ListJobsRequest { count: true, ..Default::default() })).await.unwrap().into_inner();
+    assert_eq!(l.total_size, 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn job_url_is_unique_among_live_jobs() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let url = "https://jobs.example.com/unique-1";
+    let mk = || CreateJobRequest { job: Some(pb::Job { job_url: url.into(), ..job("u") }), request_id: String::new() };
+    let first = c.create_job(authed(&t.writer, mk())).await.unwrap().into_inner();
+    let e = c.create_job(authed(&t.writer, mk())).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(reason(&e), "DUPLICATE_JOB_URL");
+    assert!(!e.message().to_lowercase().contains("constraint"), "no schema names: {}", e.message());
+    // Another tenant may use the same URL.
+    let other = Tenant::new();
+    c.create_job(authed(&other.writer, mk())).await.unwrap();
+    // Once deleted, the URL is free; undeleting the first then conflicts.
+    c.delete_job(authed(&t.writer, DeleteJobRequest { id: first.id.clone(), ..Default::default() })).await.unwrap();
+    c.create_job(authed(&t.writer, mk())).await.unwrap();
+    let e = c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: first.id.clone(), ..Default::default() })).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_mutation_is_audited_with_before_and_after() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let mut create = authed(&t.writer, CreateJobRequest { job: Some(job("Audited")), request_id: "audit-req".into() });
+    create
+        .metadata_mut()
+        .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+    let j = c.create_job(create).await.unwrap().into_inner();
+    c.update_job(authed(
+        &t.writer,
+        UpdateJobRequest {
+            job: Some(pb::Job { id: j.id.clone(), title: "Audited v2".into(), ..Default::default() }),
+            update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    c.delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap();
+    c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap();
+
+    let mut a = app.audit();
+    // Writers may not read the audit trail.
+    let e = a.list_audit_events(authed(&t.writer, ListAuditEventsRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let events = a
+        .list_audit_events(authed(
+            &t.admin,
+            ListAuditEventsRequest { filter: format!("entity_id = \"{}\"", j.id), order_by: "event_time".into(), ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    let actions: Vec<i32> = events.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [AuditAction::Create, AuditAction::Update, AuditAction::Delete, AuditAction::Undelete].map(|a| a as i32)
+    );
+    let title = |s: &Option<Struct>| match s.as_ref().and_then(|s| s.fields.get("title")).and_then(|v| v.kind.clone()) {
+        Some(prost_types::value::Kind::StringValue(t)) => t,
+        _ => String::new(),
+    };
+    assert!(events[0].before.is_none());
+    assert_eq!(title(&events[0].after), "Audited");
+    assert_eq!(events[0].request_id, "audit-req");
+    assert_eq!(events[0].trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(events[0].actor, "tester");
+    assert_eq!(events[0].entity, "job");
+    assert_eq!(title(&events[1].before), "Audited");
+    assert_eq!(title(&events[1].after), "Audited v2");
+    // Audit rows are append-only for the service role.
+    let db = raw_db().await;
+    db.batch_execute("SET ROLE bi_data_app").await.unwrap();
+    let err = db.execute("UPDATE audit_events SET actor = 'x'", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    let err = db.execute("DELETE FROM audit_events", &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    app.stop().await;
+}

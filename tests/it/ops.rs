@@ -1,0 +1,246 @@
+//! Operations: health follows the database, a dead database answers
+//! UNAVAILABLE quickly, reflection works with grpcurl against the real
+//! binary, and SIGTERM drains and exits 0 even with a health Watch open.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bi_data::pb::{CreateJobRequest, ListJobsRequest};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::common::*;
+
+/// A TCP proxy to PostgreSQL that the test can cut and restore, standing in
+/// for a database that goes away and comes back.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<watch::Sender<bool>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, _) = watch::channel(true);
+        let up = Arc::new(tx);
+        let up2 = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let mut rx = up2.subscribe();
+                if !*rx.borrow() {
+                    continue; // refused: dropped at once
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+fn db_target() -> (SocketAddr, String) {
+    let cfg: tokio_postgres::Config = database_url().parse().unwrap();
+    let host = match &cfg.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        #[allow(unreachable_patterns)]
+        _ => "127.0.0.1".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let addr = format!("{}:{port}", if host == "localhost" { "127.0.0.1" } else { &host }).parse().unwrap();
+    (addr, database_url())
+}
+
+fn via(url: &str, proxy: SocketAddr) -> String {
+    let mut cfg: tokio_postgres::Config = url.parse().unwrap();
+    let user = cfg.get_user().unwrap_or("postgres").to_owned();
+    let pw = cfg.get_password().map(|p| String::from_utf8_lossy(p).into_owned());
+    let db = cfg.get_dbname().unwrap_or("postgres").to_owned();
+    cfg.host("127.0.0.1");
+    match pw {
+        Some(pw) => format!("postgres://{user}:{pw}@{proxy}/{db}"),
+        None => format!("postgres://{user}@{proxy}/{db}"),
+    }
+}
+
+#[tokio::test]
+async fn health_follows_the_database() {
+    let (target, url) = db_target();
+    let proxy = Proxy::start(target).await;
+    let proxied = via(&url, proxy.addr);
+    let app = TestApp::start(serve_args(&["--database-url", &proxied, "--pool-wait-ms", "500", "--connect-timeout-ms", "500"]))
+        .await;
+    app.wait_for(ServingStatus::Serving, Duration::from_secs(30)).await;
+    for name in ["bi.data.v1.JobService", "bi.data.v1.AuditService"] {
+        assert_eq!(app.health(name).await, Some(ServingStatus::Serving), "{name}");
+    }
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap();
+
+    proxy.set(false);
+    app.wait_for(ServingStatus::NotServing, Duration::from_secs(10)).await;
+    assert_eq!(app.health("bi.data.v1.JobService").await, Some(ServingStatus::NotServing));
+    let started = Instant::now();
+    let e = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    proxy.set(true);
+    app.wait_for(ServingStatus::Serving, Duration::from_secs(10)).await;
+    c.create_job(authed(&t.writer, CreateJobRequest { job: Some(job("back")), request_id: String::new() }))
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn dead_database_means_unavailable_not_a_hang() {
+    // Nothing listens on port 1.
+    let args = serve_args(&[
+        "--database-url",
+        "postgres://bi_data_owner:bi_data@127.0.0.1:1/bi_data_test",
+        "--pool-wait-ms",
+        "500",
+        "--connect-timeout-ms",
+        "500",
+    ]);
+    let app = TestApp::start(args).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.health("").await, Some(ServingStatus::NotServing));
+    let t = Tenant::new();
+    let started = Instant::now();
+    let e = app.jobs().list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(!e.message().contains("127.0.0.1"), "no internals: {}", e.message());
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    app.stop().await;
+}
+
+fn grpcurl() -> String {
+    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
+}
+
+fn run_grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(grpcurl())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("grpcurl not runnable ({e}); scripts/test.sh installs it and sets GRPCURL"));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn grpcurl_smoke_and_sigterm_with_open_watch() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_bi-data"))
+        .args(["serve", "--listen", &addr, "--metrics-listen", &metrics, "--drain-timeout-ms", "5000"])
+        .env("DATABASE_URL", database_url())
+        .env("JWT_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let (ok, out) = run_grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+                if ok && out.contains("SERVING") && !out.contains("NOT_SERVING") {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        }
+    })
+    .await
+    .unwrap();
+    assert!(up, "server did not become SERVING");
+
+    let t = Tenant::new();
+    let auth = format!("authorization: Bearer {}", t.writer);
+    let (ok, out) = run_grpcurl(&["-plaintext", &addr, "list"]);
+    assert!(ok, "{out}");
+    for s in ["bi.data.v1.JobService", "bi.data.v1.AuditService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+        assert!(out.contains(s), "{s} missing from: {out}");
+    }
+    let (ok, out) = run_grpcurl(&["-plaintext", &addr, "describe", "bi.data.v1.JobService"]);
+    assert!(ok && out.contains("rpc CreateJob") && out.contains("rpc ListJobs"), "{out}");
+    let (ok, out) = run_grpcurl(&["-plaintext", &addr, "describe", "bi.data.v1.Job"]);
+    assert!(ok && out.contains("job_url"), "{out}");
+    let (ok, out) = run_grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"job": {"title": "grpcurl engineer", "company_name": "Curl Co", "keywords": ["cli"]}}"#,
+        &addr,
+        "bi.data.v1.JobService/CreateJob",
+    ]);
+    assert!(ok && out.contains("\"id\"") && out.contains("grpcurl engineer"), "{out}");
+    let (ok, out) = run_grpcurl(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"filter": "keywords:\"cli\"", "count": true}"#,
+        &addr,
+        "bi.data.v1.JobService/ListJobs",
+    ]);
+    assert!(ok && out.contains("grpcurl engineer") && out.contains("\"totalSize\": \"1\""), "{out}");
+    let (ok, out) = run_grpcurl(&["-plaintext", "-d", "{}", &addr, "bi.data.v1.JobService/ListJobs"]);
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+
+    // An open Watch stream must not hold the process past the drain.
+    let mut watch = Command::new(grpcurl())
+        .args(["-plaintext", "-d", "{}", &addr, "grpc.health.v1.Health/Watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = server.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = server.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    let _ = watch.kill();
+    let status = status.expect("server did not exit after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(6), "shutdown took {:?}", started.elapsed());
+}
