@@ -27,10 +27,8 @@ use crate::{
 };
 
 /// Names whose health is reported (besides "" for the whole server).
-pub const SERVICE_NAMES: &[&str] = &[
-    <JobServiceServer<JobApi> as NamedService>::NAME,
-    <AuditServiceServer<AuditApi> as NamedService>::NAME,
-];
+pub const SERVICE_NAMES: &[&str] =
+    &[<JobServiceServer<JobApi> as NamedService>::NAME, <AuditServiceServer<AuditApi> as NamedService>::NAME];
 
 /// How often the database is probed for health.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -58,13 +56,17 @@ fn auth_mode(args: &ServeArgs) -> Result<AuthMode, Error> {
                 args.listen
             )));
         }
-        tracing::warn!("insecure-dev: x-tenant-id header accepted without a token; never use this in production");
+        tracing::warn!(
+            "insecure-dev: x-tenant-id header accepted without a token; never use this in production"
+        );
         return Ok(AuthMode::InsecureDev);
     }
     match &args.auth.jwt_secret {
         Some(s) if s.expose().len() >= 8 => Ok(AuthMode::Jwt(Arc::new(TokenKeys::new(s.expose())))),
         Some(_) => Err(Error::Internal("JWT secret must have at least 8 characters".into())),
-        None => Err(Error::Internal("a JWT secret is required (--jwt-secret / JWT_SECRET), or --insecure-dev".into())),
+        None => Err(Error::Internal(
+            "a JWT secret is required (--jwt-secret / JWT_SECRET), or --insecure-dev".into(),
+        )),
     }
 }
 
@@ -221,7 +223,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let reflection_v1 = reflection().build_v1().map_err(|e| Error::Internal(e.to_string()))?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Internal(e.to_string()))?;
     let max = args.max_message_bytes;
-    let jobs = JobServiceServer::new(JobApi::new(store.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let jobs = JobServiceServer::new(JobApi::new(store.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let audit = AuditServiceServer::new(AuditApi::new(store.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);

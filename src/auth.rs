@@ -141,22 +141,25 @@ pub fn required_role(path: &str) -> Option<Role> {
     }
     const READ_PREFIXES: [&str; 8] =
         ["Get", "List", "BatchGet", "Search", "Export", "Aggregate", "Download", "Generate"];
-    if READ_PREFIXES.iter().any(|p| method.starts_with(p)) {
-        Some(Role::Reader)
-    } else {
-        Some(Role::Writer)
-    }
+    if READ_PREFIXES.iter().any(|p| method.starts_with(p)) { Some(Role::Reader) } else { Some(Role::Writer) }
 }
 
 /// Checks a request's headers; returns the caller or the status to answer.
-pub fn authenticate(mode: &AuthMode, path: &str, headers: &http::HeaderMap) -> Result<Option<AuthContext>, Status> {
-    let Some(needed) = required_role(path) else { return Ok(None) };
+pub fn authenticate(
+    mode: &AuthMode,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<Option<AuthContext>, Status> {
+    let Some(needed) = required_role(path) else {
+        return Ok(None);
+    };
     let ctx = match mode {
         AuthMode::Jwt(keys) => {
             let value = headers
                 .get(http::header::AUTHORIZATION)
                 .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
-            let value = value.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
+            let value =
+                value.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
             let token = value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
@@ -225,7 +228,10 @@ pub struct AuthService<S> {
 
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -277,9 +283,6 @@ mod tests {
         let ctx = keys.verify(&tok).unwrap();
         assert_eq!(ctx.tenant_id, t);
         assert!(ctx.has(Role::Reader) && ctx.has(Role::Writer) && !ctx.has(Role::Admin));
-        assert_eq!(
-            TokenKeys::new("other").verify(&tok).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
+        assert_eq!(TokenKeys::new("other").verify(&tok).unwrap_err().code(), tonic::Code::Unauthenticated);
     }
 }

@@ -62,7 +62,12 @@ pub fn redact_url(url: &str) -> String {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "bi-data", version, about = "bi-data: gRPC data-access service over PostgreSQL", args_override_self = true)]
+#[command(
+    name = "bi-data",
+    version,
+    about = "bi-data: gRPC data-access service over PostgreSQL",
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -86,14 +91,19 @@ pub enum Command {
 pub struct DbArgs {
     /// PostgreSQL URL of the primary. The service switches to the role
     /// `bi_data_app` on every connection (the login role must be a member).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/bi_data")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://localhost/bi_data",
+        hide_env_values = true
+    )]
     pub database_url: DbUrl,
     /// URL used to apply migrations (a role that may create tables); defaults
     /// to --database-url.
-    #[arg(long, env = "MIGRATION_DATABASE_URL")]
+    #[arg(long, env = "MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: Option<DbUrl>,
     /// Read replica URL; reads go to the primary when unset.
-    #[arg(long, env = "DATABASE_REPLICA_URL")]
+    #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true)]
     pub replica_url: Option<DbUrl>,
     /// Connections per pool; default 2 x cores + 1, at least 8.
     #[arg(long, env = "DATABASE_POOL_SIZE")]

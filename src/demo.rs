@@ -44,10 +44,23 @@ const COMPANIES: &[&str] = &[
     "Cyberdyne Robotics",
     "Soylent Foods",
 ];
-const LOCATIONS: &[&str] = &["Berlin", "London", "New York, NY", "San Francisco, CA", "Remote", "Toronto", "Lisbon"];
+const LOCATIONS: &[&str] =
+    &["Berlin", "London", "New York, NY", "San Francisco, CA", "Remote", "Toronto", "Lisbon"];
 const SOURCES: &[&str] = &["linkedin", "indeed", "glassdoor", "company_site", "hn_whoishiring"];
-const KEYWORDS: &[&str] =
-    &["rust", "go", "python", "postgresql", "kubernetes", "grpc", "aws", "react", "sql", "airflow", "ml", "terraform"];
+const KEYWORDS: &[&str] = &[
+    "rust",
+    "go",
+    "python",
+    "postgresql",
+    "kubernetes",
+    "grpc",
+    "aws",
+    "react",
+    "sql",
+    "airflow",
+    "ml",
+    "terraform",
+];
 const INDUSTRIES: &[&str] = &["Software", "Finance", "Healthcare", "Logistics", "Retail", "Energy"];
 
 /// Small deterministic generator (no dependency needed for demo data).
@@ -68,10 +81,16 @@ pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
     let title = r.pick(TITLES);
     let company = r.pick(COMPANIES);
     let min = 50_000 + (r.next() % 100) as i64 * 1000;
-    let kw: Vec<String> = (0..3).map(|_| r.pick(KEYWORDS).to_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let kw: Vec<String> = (0..3)
+        .map(|_| r.pick(KEYWORDS).to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let posted = now - (r.next() % (60 * 86_400)) as i64;
     let mut attrs = Struct::default();
-    attrs.fields.insert("visa_sponsorship".into(), json_to_value(&serde_json::json!(r.next() % 3 == 0)));
+    attrs
+        .fields
+        .insert("visa_sponsorship".into(), json_to_value(&serde_json::json!(r.next().is_multiple_of(3))));
     attrs.fields.insert("team_size".into(), json_to_value(&serde_json::json!(3 + r.next() % 20)));
     pb::Job {
         title: title.to_owned(),
@@ -80,13 +99,16 @@ pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
         salary_min: Some(min),
         salary_max: Some(min + 10_000 + (r.next() % 60) as i64 * 1000),
         salary_currency: "USD".into(),
-        description: format!("{company} is hiring a {title}. You will build data products with {}.", kw.join(", ")),
+        description: format!(
+            "{company} is hiring a {title}. You will build data products with {}.",
+            kw.join(", ")
+        ),
         requirements: format!("Experience with {}.", kw.join(" and ")),
         benefits: "Health insurance, learning budget, flexible hours.".into(),
         job_url: format!("https://jobs.example.com/{}/{i}", company.to_lowercase().replace(' ', "-")),
         source_site: r.pick(SOURCES).to_owned(),
         posting_time: Some(Timestamp { seconds: posted, nanos: 0 }),
-        remote: r.next() % 2 == 0,
+        remote: r.next().is_multiple_of(2),
         job_type: 1 + (r.next() % 5) as i32,
         experience_level: 1 + (r.next() % 5) as i32,
         industry: r.pick(INDUSTRIES).to_owned(),
@@ -131,7 +153,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
                 Duration::from_secs(7 * 86_400),
             );
             if let Some(path) = &args.token_file {
-                std::fs::write(path, &token).map_err(|e| Error::Internal(format!("cannot write token file: {e}")))?;
+                std::fs::write(path, &token)
+                    .map_err(|e| Error::Internal(format!("cannot write token file: {e}")))?;
             }
             println!("token={token}");
         }

@@ -23,14 +23,19 @@ fn main() -> ExitCode {
             None => serve(cli.serve).await,
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Migrate(db)) => {
-                let n = store::migrate::run(&db.migration_url().0, std::time::Duration::from_millis(db.connect_timeout_ms))
-                    .await?;
+                let n = store::migrate::run(
+                    &db.migration_url().0,
+                    std::time::Duration::from_millis(db.connect_timeout_ms),
+                )
+                .await?;
                 println!("applied {n} migration(s); schema at version {}", store::migrate::latest_version());
                 Ok(())
             }
             Some(Command::Token(t)) => {
                 let secret = t.auth.jwt_secret.ok_or_else(|| {
-                    bi_data::error::Error::Internal("a JWT secret is required (--jwt-secret / JWT_SECRET)".into())
+                    bi_data::error::Error::Internal(
+                        "a JWT secret is required (--jwt-secret / JWT_SECRET)".into(),
+                    )
                 })?;
                 let roles = parse_roles(&t.roles).map_err(bi_data::error::Error::Internal)?;
                 println!("{}", TokenKeys::new(secret.expose()).mint(t.tenant, &roles, &t.subject, t.ttl));

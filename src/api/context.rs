@@ -29,7 +29,8 @@ pub fn grpc_timeout(v: &str) -> Option<Duration> {
 pub fn trace_id(traceparent: &str) -> Option<String> {
     let mut parts = traceparent.split('-');
     let (_version, id) = (parts.next()?, parts.next()?);
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32)).then(|| id.to_owned())
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != "0".repeat(32))
+        .then(|| id.to_owned())
 }
 
 /// Builds the scope of a call. `request_id` is the request's own field when

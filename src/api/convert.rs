@@ -116,9 +116,9 @@ pub fn structure(s: &Option<Struct>) -> Value {
 
 pub fn structure_out(v: &Value) -> Option<Struct> {
     match v {
-        Value::Json(serde_json::Value::Object(m)) => Some(Struct {
-            fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
-        }),
+        Value::Json(serde_json::Value::Object(m)) => {
+            Some(Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() })
+        }
         _ => None,
     }
 }
@@ -146,10 +146,12 @@ pub fn json_to_value(j: &serde_json::Value) -> prost_types::Value {
         J::Bool(b) => Kind::BoolValue(*b),
         J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         J::String(s) => Kind::StringValue(s.clone()),
-        J::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() }),
-        J::Object(m) => {
-            Kind::StructValue(Struct { fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() })
+        J::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() })
         }
+        J::Object(m) => Kind::StructValue(Struct {
+            fields: m.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        }),
     };
     prost_types::Value { kind: Some(kind) }
 }

@@ -137,7 +137,10 @@ impl JobService for JobApi {
         Ok(Response::new(resource::get(&self.store, &scope, &req.get_ref().id).await?))
     }
 
-    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let (scope, _) = scope(&self.store, &req, "")?;
         let r = req.get_ref();
         let page = resource::list::<pb::Job>(
@@ -169,7 +172,9 @@ impl JobService for JobApi {
     async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::Job>, Status> {
         let (scope, _) = scope(&self.store, &req, &req.get_ref().request_id)?;
         let r = req.get_ref();
-        Ok(Response::new(resource::set_deleted(&self.store, &scope, &r.id, &r.etag, true, &r.request_id).await?))
+        Ok(Response::new(
+            resource::set_deleted(&self.store, &scope, &r.id, &r.etag, true, &r.request_id).await?,
+        ))
     }
 
     async fn undelete_job(&self, req: Request<pb::UndeleteJobRequest>) -> Result<Response<pb::Job>, Status> {

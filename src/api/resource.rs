@@ -50,7 +50,9 @@ pub trait ApiResource: Message + Default + Clone + Sized + 'static {
 
 fn prefixed(field: &str, errs: Vec<FieldViolation>) -> Error {
     Error::InvalidArgument(
-        errs.into_iter().map(|v| FieldViolation::new(format!("{field}.{}", v.field), v.description)).collect(),
+        errs.into_iter()
+            .map(|v| FieldViolation::new(format!("{field}.{}", v.field), v.description))
+            .collect(),
     )
 }
 
@@ -66,7 +68,12 @@ fn new_values<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Error> {
 }
 
 /// Looks up a stored response for `request_id`; `None` means do the work.
-async fn replay<M: Message + Default>(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Result<Option<M>, Error> {
+async fn replay<M: Message + Default>(
+    tx: &Tx,
+    scope: &Scope,
+    request_id: &str,
+    method: &str,
+) -> Result<Option<M>, Error> {
     if request_id.is_empty() {
         return Ok(None);
     }
@@ -78,7 +85,13 @@ async fn replay<M: Message + Default>(tx: &Tx, scope: &Scope, request_id: &str, 
     }
 }
 
-async fn remember<M: Message>(tx: &Tx, scope: &Scope, request_id: &str, method: &str, resp: &M) -> Result<(), Error> {
+async fn remember<M: Message>(
+    tx: &Tx,
+    scope: &Scope,
+    request_id: &str,
+    method: &str,
+    resp: &M,
+) -> Result<(), Error> {
     if request_id.is_empty() {
         return Ok(());
     }
@@ -91,7 +104,12 @@ async fn insert_one<R: ApiResource>(tx: &Tx, scope: &Scope, values: &[Value]) ->
     Ok(R::from_record(&rec))
 }
 
-pub async fn create<R: ApiResource>(store: &Store, scope: &Scope, msg: Option<R>, request_id: &str) -> Result<R, Error> {
+pub async fn create<R: ApiResource>(
+    store: &Store,
+    scope: &Scope,
+    msg: Option<R>,
+    request_id: &str,
+) -> Result<R, Error> {
     let msg = msg.ok_or_else(|| Error::invalid(R::FIELD, format!("{} is required", R::FIELD)))?;
     let values = new_values(&msg)?;
     let method = format!("Create/{}", R::RES.name);
@@ -132,9 +150,10 @@ pub async fn batch_create<R: ApiResource>(
             None => violations.push(FieldViolation::new(&field, format!("{} is required", R::FIELD))),
             Some(m) => match new_values(m) {
                 Ok(v) => prepared.push((v, item.request_id)),
-                Err(Error::InvalidArgument(errs)) => violations.extend(errs.into_iter().map(|v| {
-                    FieldViolation::new(format!("requests[{i}].{}", v.field), v.description)
-                })),
+                Err(Error::InvalidArgument(errs)) => violations.extend(
+                    errs.into_iter()
+                        .map(|v| FieldViolation::new(format!("requests[{i}].{}", v.field), v.description)),
+                ),
                 Err(e) => return Err(e),
             },
         }
@@ -190,12 +209,17 @@ fn decode_items<R: ApiResource>(mut bytes: &[u8]) -> Result<Vec<R>, Error> {
 pub async fn get<R: ApiResource>(store: &Store, scope: &Scope, id: &str) -> Result<R, Error> {
     let id = parse_id("id", id)?;
     let tx = store.begin_read(scope).await?;
-    let rec = records::fetch(&tx, scope.tenant, R::RES, id, false).await?.ok_or_else(|| not_found::<R>(id))?;
+    let rec =
+        records::fetch(&tx, scope.tenant, R::RES, id, false).await?.ok_or_else(|| not_found::<R>(id))?;
     tx.commit().await?;
     Ok(R::from_record(&rec))
 }
 
-pub async fn batch_get<R: ApiResource>(store: &Store, scope: &Scope, ids: &[String]) -> Result<Vec<R>, Error> {
+pub async fn batch_get<R: ApiResource>(
+    store: &Store,
+    scope: &Scope,
+    ids: &[String],
+) -> Result<Vec<R>, Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -246,7 +270,11 @@ pub fn parse_order(res: &'static Resource, text: &str) -> Result<Vec<OrderKey>, 
     order::parse_order_by(res, text).map_err(|e| Error::invalid("order_by", e.to_string()))
 }
 
-pub async fn list<R: ApiResource>(store: &Store, scope: &Scope, args: ListArgs<'_>) -> Result<Page<R>, Error> {
+pub async fn list<R: ApiResource>(
+    store: &Store,
+    scope: &Scope,
+    args: ListArgs<'_>,
+) -> Result<Page<R>, Error> {
     let limit = page_size(args.page_size)?;
     let filter = parse_filter(args.filter)?;
     let order = parse_order(R::RES, args.order_by)?;
@@ -283,7 +311,11 @@ pub async fn list<R: ApiResource>(store: &Store, scope: &Scope, args: ListArgs<'
     } else {
         String::new()
     };
-    Ok(Page { items: rows.iter().map(R::from_record).collect(), next_page_token, total_size: total.unwrap_or(0) })
+    Ok(Page {
+        items: rows.iter().map(R::from_record).collect(),
+        next_page_token,
+        total_size: total.unwrap_or(0),
+    })
 }
 
 fn check_etag<R: ApiResource>(given: &str, current: &Record) -> Result<(), Error> {
@@ -335,7 +367,8 @@ pub async fn update<R: ApiResource>(
     if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
         return Ok(prev);
     }
-    let current = records::fetch(&tx, scope.tenant, R::RES, id, true).await?.ok_or_else(|| not_found::<R>(id))?;
+    let current =
+        records::fetch(&tx, scope.tenant, R::RES, id, true).await?.ok_or_else(|| not_found::<R>(id))?;
     if R::RES.soft_delete && !current.values[R::RES.index_of("delete_time").expect("soft delete")].is_null() {
         return Err(Error::FailedPrecondition {
             reason: "RESOURCE_DELETED",
@@ -385,7 +418,8 @@ pub async fn set_deleted<R: ApiResource>(
     if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
         return Ok(prev);
     }
-    let current = records::fetch(&tx, scope.tenant, R::RES, id, true).await?.ok_or_else(|| not_found::<R>(id))?;
+    let current =
+        records::fetch(&tx, scope.tenant, R::RES, id, true).await?.ok_or_else(|| not_found::<R>(id))?;
     let is_deleted = !current.values[R::RES.index_of("delete_time").expect("soft delete")].is_null();
     if deleted && is_deleted {
         return Err(not_found::<R>(id));
@@ -399,8 +433,16 @@ pub async fn set_deleted<R: ApiResource>(
     check_etag::<R>(etag, &current)?;
     let rec = records::set_deleted(&tx, scope.tenant, R::RES, id, deleted).await?;
     let action = if deleted { Action::Delete } else { Action::Undelete };
-    audit::record(&tx, scope, R::RES.name, id, action, Some(current.to_json(R::RES)), Some(rec.to_json(R::RES)))
-        .await?;
+    audit::record(
+        &tx,
+        scope,
+        R::RES.name,
+        id,
+        action,
+        Some(current.to_json(R::RES)),
+        Some(rec.to_json(R::RES)),
+    )
+    .await?;
     let result = R::from_record(&rec);
     remember(&tx, scope, request_id, &method, &result).await?;
     tx.commit().await?;

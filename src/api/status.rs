@@ -34,7 +34,9 @@ pub fn to_status(e: Error) -> Status {
             Status::with_error_details(Code::NotFound, format!("{entity} '{id}' not found"), details)
         }
         Error::AlreadyExists { reason, message } => with_reason(Code::AlreadyExists, reason, message),
-        Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
+        Error::FailedPrecondition { reason, message } => {
+            with_reason(Code::FailedPrecondition, reason, message)
+        }
         Error::Aborted { reason, message } => with_reason(Code::Aborted, reason, message),
         Error::DeadlineExceeded => with_reason(
             Code::DeadlineExceeded,

@@ -63,7 +63,10 @@ pub fn json_sizes(v: &Fields<'_>, errs: &mut Vec<FieldViolation>) {
         if let Value::Json(j) = val
             && serde_json::to_vec(j).map_or(0, |b| b.len()) > MAX_JSON_BYTES
         {
-            errs.push(FieldViolation::new(f.name, format!("{} is larger than {MAX_JSON_BYTES} bytes", f.name)));
+            errs.push(FieldViolation::new(
+                f.name,
+                format!("{} is larger than {MAX_JSON_BYTES} bytes", f.name),
+            ));
         }
     }
 }

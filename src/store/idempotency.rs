@@ -28,7 +28,10 @@ pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Re
         Some(row) => {
             let stored: String = row.get(0);
             if stored != method {
-                return Err(Error::invalid("request_id", format!("request_id was already used for {stored}")));
+                return Err(Error::invalid(
+                    "request_id",
+                    format!("request_id was already used for {stored}"),
+                ));
             }
             Ok(Some(row.get(1)))
         }
@@ -36,7 +39,13 @@ pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Re
 }
 
 /// Remembers the response (replacing an expired entry with the same key).
-pub async fn finish(tx: &Tx, scope: &Scope, request_id: &str, method: &str, response: &[u8]) -> Result<(), Error> {
+pub async fn finish(
+    tx: &Tx,
+    scope: &Scope,
+    request_id: &str,
+    method: &str,
+    response: &[u8],
+) -> Result<(), Error> {
     tx.query(
         "INSERT INTO idempotency_keys (tenant_id, request_id, method, response) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (tenant_id, request_id) DO UPDATE \

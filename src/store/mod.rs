@@ -15,7 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::{NoTls, Row, types::ToSql};
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
@@ -276,7 +278,9 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
     let mut table = "";
     let mut prev = first;
     for w in sql.split_whitespace() {
-        if prev.eq_ignore_ascii_case("FROM") || prev.eq_ignore_ascii_case("INTO") || prev.eq_ignore_ascii_case("UPDATE")
+        if prev.eq_ignore_ascii_case("FROM")
+            || prev.eq_ignore_ascii_case("INTO")
+            || prev.eq_ignore_ascii_case("UPDATE")
         {
             table = w.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
             if !table.is_empty() {
@@ -358,7 +362,9 @@ pub fn pool_error(e: PoolError) -> Error {
             tracing::error!(error = %e, "new connection setup failed");
             Error::Unavailable("database unavailable".into())
         }
-        PoolError::Closed | PoolError::NoRuntimeSpecified => Error::Unavailable("database unavailable".into()),
+        PoolError::Closed | PoolError::NoRuntimeSpecified => {
+            Error::Unavailable("database unavailable".into())
+        }
     }
 }
 

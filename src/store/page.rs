@@ -51,7 +51,10 @@ pub fn decode(token: &str, binding: &str, kinds: &[FieldKind]) -> Result<Vec<Val
     if t.k.len() != kinds.len() {
         return Err(bad("page token is malformed"));
     }
-    t.k.iter().zip(kinds).map(|(j, k)| from_json(j, *k).ok_or_else(|| bad("page token is malformed"))).collect()
+    t.k.iter()
+        .zip(kinds)
+        .map(|(j, k)| from_json(j, *k).ok_or_else(|| bad("page token is malformed")))
+        .collect()
 }
 
 fn from_json(j: &serde_json::Value, kind: FieldKind) -> Option<Value> {
@@ -65,7 +68,9 @@ fn from_json(j: &serde_json::Value, kind: FieldKind) -> Option<Value> {
         (FieldKind::Int, J::Number(n)) => Value::Int(n.as_i64()?),
         (FieldKind::Float, J::Number(n)) => Value::Float(n.as_f64()?),
         (FieldKind::Bool, J::Bool(b)) => Value::Bool(*b),
-        (FieldKind::Timestamp, J::String(s)) => Value::Time(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc)),
+        (FieldKind::Timestamp, J::String(s)) => {
+            Value::Time(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc))
+        }
         _ => return None,
     })
 }

@@ -44,7 +44,8 @@ impl Record {
 
     /// `{field: value}` for audit snapshots.
     pub fn to_json(&self, res: &Resource) -> serde_json::Value {
-        let map = res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
+        let map =
+            res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
         serde_json::Value::Object(map)
     }
 }
@@ -64,7 +65,8 @@ fn is_system(f: &Field) -> bool {
 }
 
 fn sql_for(res: &'static Resource) -> &'static ResourceSql {
-    static CACHE: LazyLock<RwLock<HashMap<&'static str, &'static ResourceSql>>> = LazyLock::new(Default::default);
+    static CACHE: LazyLock<RwLock<HashMap<&'static str, &'static ResourceSql>>> =
+        LazyLock::new(Default::default);
     if let Some(s) = CACHE.read().expect("sql cache lock").get(res.table) {
         return s;
     }
@@ -139,7 +141,12 @@ pub async fn fetch(
 }
 
 /// Fetches rows by id, in no particular order.
-pub async fn fetch_many(tx: &Tx, tenant: Uuid, res: &'static Resource, ids: &[Uuid]) -> Result<Vec<Record>, Error> {
+pub async fn fetch_many(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    ids: &[Uuid],
+) -> Result<Vec<Record>, Error> {
     let rows = tx.query(&sql_for(res).fetch_many, &[&tenant, &ids]).await?;
     decode_rows(res, &rows)
 }
@@ -233,7 +240,8 @@ pub async fn list(
         let _ = write!(cond, " AND {column} = ${}", params.len());
     }
     if let Some(expr) = q.filter {
-        let sql = filter_sql::compile(res, expr, &mut params).map_err(|e| Error::invalid("filter", e.to_string()))?;
+        let sql = filter_sql::compile(res, expr, &mut params)
+            .map_err(|e| Error::invalid("filter", e.to_string()))?;
         let _ = write!(cond, " AND {sql}");
     }
     let total = if q.count {
@@ -299,7 +307,11 @@ fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<V
         let mut ands: Vec<String> = Vec::new();
         for j in 0..i {
             let col = keys[j].0.column;
-            ands.push(if after[j].is_null() { format!("{col} IS NULL") } else { format!("{col} = {}", placeholders[j]) });
+            ands.push(if after[j].is_null() {
+                format!("{col} IS NULL")
+            } else {
+                format!("{col} = {}", placeholders[j])
+            });
         }
         let (f, desc) = keys[i];
         let col = f.column;

@@ -40,12 +40,16 @@ impl ToSql for Value {
 pub fn decode(row: &Row, i: usize, kind: FieldKind) -> Result<Value, tokio_postgres::Error> {
     Ok(match kind {
         FieldKind::Uuid => row.try_get::<_, Option<Uuid>>(i)?.map_or(Value::Null, Value::Uuid),
-        FieldKind::Text | FieldKind::Enum(_) => row.try_get::<_, Option<String>>(i)?.map_or(Value::Null, Value::Text),
+        FieldKind::Text | FieldKind::Enum(_) => {
+            row.try_get::<_, Option<String>>(i)?.map_or(Value::Null, Value::Text)
+        }
         FieldKind::Int => row.try_get::<_, Option<i64>>(i)?.map_or(Value::Null, Value::Int),
         FieldKind::Float => row.try_get::<_, Option<f64>>(i)?.map_or(Value::Null, Value::Float),
         FieldKind::Bool => row.try_get::<_, Option<bool>>(i)?.map_or(Value::Null, Value::Bool),
         FieldKind::Timestamp => row.try_get::<_, Option<DateTime<Utc>>>(i)?.map_or(Value::Null, Value::Time),
-        FieldKind::TextArray => row.try_get::<_, Option<Vec<String>>>(i)?.map_or(Value::Null, Value::TextArray),
+        FieldKind::TextArray => {
+            row.try_get::<_, Option<Vec<String>>>(i)?.map_or(Value::Null, Value::TextArray)
+        }
         FieldKind::Json => row.try_get::<_, Option<serde_json::Value>>(i)?.map_or(Value::Null, Value::Json),
     })
 }

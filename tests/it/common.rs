@@ -11,7 +11,9 @@ use bi_data::{
 };
 use clap::Parser;
 use tonic::{Request, transport::Channel};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use uuid::Uuid;
 
 pub const SECRET: &str = "integration-test-secret";
@@ -54,7 +56,6 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
 }
 
 pub struct TestApp {
-    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     running: Option<Running>,
 }
@@ -77,7 +78,7 @@ impl TestApp {
         let running = app::start(args).await.expect("server starts");
         let addr = running.addr;
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-        TestApp { addr, channel, running: Some(running) }
+        TestApp { channel, running: Some(running) }
     }
 
     pub async fn health(&self, service: &str) -> Option<ServingStatus> {
@@ -92,7 +93,10 @@ impl TestApp {
             if self.health("").await == Some(want) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "server did not become {want:?} within {within:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not become {want:?} within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -144,7 +148,8 @@ pub fn authed<T>(token: &str, msg: T) -> Request<T> {
 
 /// A direct connection as the owner role (for checks under the API).
 pub async fn raw_db() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("db connect");
+    let (client, conn) =
+        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.expect("db connect");
     tokio::spawn(conn);
     client
 }
@@ -163,5 +168,7 @@ pub fn reason(s: &tonic::Status) -> String {
 /// Field names in a status's google.rpc.BadRequest.
 pub fn violations(s: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
-    s.get_details_bad_request().map(|b| b.field_violations.into_iter().map(|v| v.field).collect()).unwrap_or_default()
+    s.get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
 }

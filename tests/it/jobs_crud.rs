@@ -15,7 +15,9 @@ fn full_job() -> pb::Job {
     attrs.fields.insert("visa".into(), bi_data::api::convert::json_to_value(&serde_json::json!(true)));
     attrs.fields.insert(
         "nested".into(),
-        bi_data::api::convert::json_to_value(&serde_json::json!({"team": "data", "size": 7, "tags": ["a", "b"]})),
+        bi_data::api::convert::json_to_value(
+            &serde_json::json!({"team": "data", "size": 7, "tags": ["a", "b"]}),
+        ),
     );
     pb::Job {
         title: "Senior Rust Engineer".into(),
@@ -60,17 +62,21 @@ async fn crud_round_trip_of_every_field() {
     let t = Tenant::new();
     let mut c = app.jobs();
     let sent = full_job();
-    let created =
-        c.create_job(authed(&t.writer, CreateJobRequest { job: Some(sent.clone()), request_id: String::new() }))
-            .await
-            .unwrap()
-            .into_inner();
+    let created = c
+        .create_job(authed(
+            &t.writer,
+            CreateJobRequest { job: Some(sent.clone()), request_id: String::new() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(uuid::Uuid::parse_str(&created.id).is_ok());
     assert!(created.create_time.is_some() && created.update_time.is_some() && created.delete_time.is_none());
     assert!(!created.etag.is_empty());
     assert_eq!(inputs(created.clone()), sent);
 
-    let got = c.get_job(authed(&t.reader, GetJobRequest { id: created.id.clone() })).await.unwrap().into_inner();
+    let got =
+        c.get_job(authed(&t.reader, GetJobRequest { id: created.id.clone() })).await.unwrap().into_inner();
     assert_eq!(got, created);
 
     let listed = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
@@ -78,7 +84,10 @@ async fn crud_round_trip_of_every_field() {
 
     // Defaults: currency USD, status DISCOVERED, discovered_time set.
     let minimal = c
-        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("Minimal")), request_id: String::new() }))
+        .create_job(authed(
+            &t.writer,
+            CreateJobRequest { job: Some(job("Minimal")), request_id: String::new() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -119,7 +128,10 @@ async fn create_validation_errors_name_fields() {
         let e = c.get_job(authed(&t.reader, GetJobRequest { id: id.into() })).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
     }
-    let e = c.get_job(authed(&t.reader, GetJobRequest { id: uuid::Uuid::new_v4().to_string() })).await.unwrap_err();
+    let e = c
+        .get_job(authed(&t.reader, GetJobRequest { id: uuid::Uuid::new_v4().to_string() }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     app.stop().await;
 }
@@ -183,7 +195,11 @@ async fn field_masks_and_etags() {
         .update_job(authed(
             &t.writer,
             UpdateJobRequest {
-                job: Some(pb::Job { id: created.id.clone(), industry: "Energy".into(), ..Default::default() }),
+                job: Some(pb::Job {
+                    id: created.id.clone(),
+                    industry: "Energy".into(),
+                    ..Default::default()
+                }),
                 update_mask: None,
                 request_id: String::new(),
             },
@@ -199,7 +215,12 @@ async fn field_masks_and_etags() {
         .update_job(authed(
             &t.writer,
             UpdateJobRequest {
-                job: Some(pb::Job { id: created.id.clone(), title: "x".into(), etag: created.etag.clone(), ..Default::default() }),
+                job: Some(pb::Job {
+                    id: created.id.clone(),
+                    title: "x".into(),
+                    etag: created.etag.clone(),
+                    ..Default::default()
+                }),
                 update_mask: Some(FieldMask { paths: vec!["title".into()] }),
                 request_id: String::new(),
             },
@@ -246,17 +267,26 @@ async fn soft_delete_and_undelete() {
     let t = Tenant::new();
     let mut c = app.jobs();
     let j = c
-        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("Doomed")), request_id: String::new() }))
+        .create_job(authed(
+            &t.writer,
+            CreateJobRequest { job: Some(job("Doomed")), request_id: String::new() },
+        ))
         .await
         .unwrap()
         .into_inner();
     let e = c
-        .delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), etag: "W/\"999\"".into(), request_id: String::new() }))
+        .delete_job(authed(
+            &t.writer,
+            DeleteJobRequest { id: j.id.clone(), etag: "W/\"999\"".into(), request_id: String::new() },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Aborted);
     let d = c
-        .delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), etag: j.etag.clone(), request_id: String::new() }))
+        .delete_job(authed(
+            &t.writer,
+            DeleteJobRequest { id: j.id.clone(), etag: j.etag.clone(), request_id: String::new() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -281,14 +311,24 @@ async fn soft_delete_and_undelete() {
     let e = c
         .update_job(authed(
             &t.writer,
-            UpdateJobRequest { job: Some(pb::Job { id: j.id.clone(), title: "x".into(), ..Default::default() }), ..Default::default() },
+            UpdateJobRequest {
+                job: Some(pb::Job { id: j.id.clone(), title: "x".into(), ..Default::default() }),
+                ..Default::default()
+            },
         ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let u = c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap().into_inner();
+    let u = c
+        .undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(u.delete_time.is_none());
-    let e = c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap_err();
+    let e = c
+        .undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     let l = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
     assert_eq!(l.jobs.len(), 1);
@@ -310,7 +350,9 @@ async fn idempotent_create_with_request_id() {
         let mut c = app.jobs();
         let req = CreateJobRequest { job: Some(job("Concurrent")), request_id: "req-2".into() };
         let tok = t.writer.clone();
-        handles.push(tokio::spawn(async move { c.create_job(authed(&tok, req)).await.unwrap().into_inner().id }));
+        handles.push(tokio::spawn(
+            async move { c.create_job(authed(&tok, req)).await.unwrap().into_inner().id },
+        ));
     }
     let mut ids = Vec::new();
     for h in handles {
@@ -318,7 +360,11 @@ async fn idempotent_create_with_request_id() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1);
-    let l = c.list_jobs(authed(&t.reader, ListJobsRequest { count: true, ..Default::default() })).await.unwrap().into_inner();
+    let l = c
+        .list_jobs(authed(&t.reader, ListJobsRequest { count: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(l.total_size, 2);
     // The same request id in another tenant is independent.
     let other = Tenant::new();
@@ -337,10 +383,14 @@ async fn batches_limits_order_and_atomicity() {
     let app = TestApp::spawn().await;
     let t = Tenant::new();
     let mut c = app.jobs();
-    let reqs: Vec<CreateJobRequest> =
-        (0..5).map(|i| CreateJobRequest { job: Some(job(&format!("B{i}"))), request_id: String::new() }).collect();
+    let reqs: Vec<CreateJobRequest> = (0..5)
+        .map(|i| CreateJobRequest { job: Some(job(&format!("B{i}"))), request_id: String::new() })
+        .collect();
     let made = c
-        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: reqs, request_id: String::new() }))
+        .batch_create_jobs(authed(
+            &t.writer,
+            BatchCreateJobsRequest { requests: reqs, request_id: String::new() },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -349,12 +399,20 @@ async fn batches_limits_order_and_atomicity() {
 
     // Order kept, duplicates allowed.
     let ids = vec![made[3].id.clone(), made[0].id.clone(), made[3].id.clone()];
-    let got = c.batch_get_jobs(authed(&t.reader, BatchGetJobsRequest { ids: ids.clone() })).await.unwrap().into_inner().jobs;
+    let got = c
+        .batch_get_jobs(authed(&t.reader, BatchGetJobsRequest { ids: ids.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert_eq!(got.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), ids);
     // Missing id -> NOT_FOUND naming it.
     let missing = uuid::Uuid::new_v4().to_string();
     let e = c
-        .batch_get_jobs(authed(&t.reader, BatchGetJobsRequest { ids: vec![made[0].id.clone(), missing.clone()] }))
+        .batch_get_jobs(authed(
+            &t.reader,
+            BatchGetJobsRequest { ids: vec![made[0].id.clone(), missing.clone()] },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -365,9 +423,13 @@ async fn batches_limits_order_and_atomicity() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let too_many: Vec<CreateJobRequest> = (0..1001).map(|_| CreateJobRequest { job: Some(job("x")), request_id: String::new() }).collect();
+    let too_many: Vec<CreateJobRequest> =
+        (0..1001).map(|_| CreateJobRequest { job: Some(job("x")), request_id: String::new() }).collect();
     let e = c
-        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: too_many, request_id: String::new() }))
+        .batch_create_jobs(authed(
+            &t.writer,
+            BatchCreateJobsRequest { requests: too_many, request_id: String::new() },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -375,12 +437,24 @@ async fn batches_limits_order_and_atomicity() {
     // All or nothing: a duplicate job_url in the batch rolls back every row.
     let url = "https://jobs.example.com/dup".to_string();
     let reqs = vec![
-        CreateJobRequest { job: Some(pb::Job { job_url: "https://jobs.example.com/ok".into(), ..job("ok") }), request_id: String::new() },
-        CreateJobRequest { job: Some(pb::Job { job_url: url.clone(), ..job("a") }), request_id: String::new() },
-        CreateJobRequest { job: Some(pb::Job { job_url: url.clone(), ..job("b") }), request_id: String::new() },
+        CreateJobRequest {
+            job: Some(pb::Job { job_url: "https://jobs.example.com/ok".into(), ..job("ok") }),
+            request_id: String::new(),
+        },
+        CreateJobRequest {
+            job: Some(pb::Job { job_url: url.clone(), ..job("a") }),
+            request_id: String::new(),
+        },
+        CreateJobRequest {
+            job: Some(pb::Job { job_url: url.clone(), ..job("b") }),
+            request_id: String::new(),
+        },
     ];
     let e = c
-        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: reqs, request_id: String::new() }))
+        .batch_create_jobs(authed(
+            &t.writer,
+            BatchCreateJobsRequest { requests: reqs, request_id: String::new() },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
@@ -388,15 +462,25 @@ async fn batches_limits_order_and_atomicity() {
     // A validation error in one item names it and creates nothing.
     let reqs = vec![
         CreateJobRequest { job: Some(job("fine")), request_id: String::new() },
-        CreateJobRequest { job: Some(pb::Job { title: String::new(), ..job("") }), request_id: String::new() },
+        CreateJobRequest {
+            job: Some(pb::Job { title: String::new(), ..job("") }),
+            request_id: String::new(),
+        },
     ];
     let e = c
-        .batch_create_jobs(authed(&t.writer, BatchCreateJobsRequest { requests: reqs, request_id: String::new() }))
+        .batch_create_jobs(authed(
+            &t.writer,
+            BatchCreateJobsRequest { requests: reqs, request_id: String::new() },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(violations(&e).contains(&"requests[1].job.title".to_string()), "{:?}", violations(&e));
-    let l = c.list_jobs(authed(&t.reader, ListJobsRequest { count: true, ..Default::default() })).await.unwrap().into_inner();
+    let l = c
+        .list_jobs(authed(&t.reader, ListJobsRequest { count: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(l.total_size, 5);
     app.stop().await;
 }
@@ -407,7 +491,10 @@ async fn job_url_is_unique_among_live_jobs() {
     let t = Tenant::new();
     let mut c = app.jobs();
     let url = "https://jobs.example.com/unique-1";
-    let mk = || CreateJobRequest { job: Some(pb::Job { job_url: url.into(), ..job("u") }), request_id: String::new() };
+    let mk = || CreateJobRequest {
+        job: Some(pb::Job { job_url: url.into(), ..job("u") }),
+        request_id: String::new(),
+    };
     let first = c.create_job(authed(&t.writer, mk())).await.unwrap().into_inner();
     let e = c.create_job(authed(&t.writer, mk())).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
@@ -417,9 +504,14 @@ async fn job_url_is_unique_among_live_jobs() {
     let other = Tenant::new();
     c.create_job(authed(&other.writer, mk())).await.unwrap();
     // Once deleted, the URL is free; undeleting the first then conflicts.
-    c.delete_job(authed(&t.writer, DeleteJobRequest { id: first.id.clone(), ..Default::default() })).await.unwrap();
+    c.delete_job(authed(&t.writer, DeleteJobRequest { id: first.id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
     c.create_job(authed(&t.writer, mk())).await.unwrap();
-    let e = c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: first.id.clone(), ..Default::default() })).await.unwrap_err();
+    let e = c
+        .undelete_job(authed(&t.writer, UndeleteJobRequest { id: first.id.clone(), ..Default::default() }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
     app.stop().await;
 }
@@ -429,7 +521,8 @@ async fn every_mutation_is_audited_with_before_and_after() {
     let app = TestApp::spawn().await;
     let t = Tenant::new();
     let mut c = app.jobs();
-    let mut create = authed(&t.writer, CreateJobRequest { job: Some(job("Audited")), request_id: "audit-req".into() });
+    let mut create =
+        authed(&t.writer, CreateJobRequest { job: Some(job("Audited")), request_id: "audit-req".into() });
     create
         .metadata_mut()
         .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
@@ -444,8 +537,12 @@ async fn every_mutation_is_audited_with_before_and_after() {
     ))
     .await
     .unwrap();
-    c.delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap();
-    c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() })).await.unwrap();
+    c.delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
+    c.undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
 
     let mut a = app.audit();
     // Writers may not read the audit trail.
@@ -454,7 +551,11 @@ async fn every_mutation_is_audited_with_before_and_after() {
     let events = a
         .list_audit_events(authed(
             &t.admin,
-            ListAuditEventsRequest { filter: format!("entity_id = \"{}\"", j.id), order_by: "event_time".into(), ..Default::default() },
+            ListAuditEventsRequest {
+                filter: format!("entity_id = \"{}\"", j.id),
+                order_by: "event_time".into(),
+                ..Default::default()
+            },
         ))
         .await
         .unwrap()
@@ -463,9 +564,14 @@ async fn every_mutation_is_audited_with_before_and_after() {
     let actions: Vec<i32> = events.iter().map(|e| e.action).collect();
     assert_eq!(
         actions,
-        [AuditAction::Create, AuditAction::Update, AuditAction::Delete, AuditAction::Undelete].map(|a| a as i32)
+        [AuditAction::Create, AuditAction::Update, AuditAction::Delete, AuditAction::Undelete]
+            .map(|a| a as i32)
     );
-    let title = |s: &Option<Struct>| match s.as_ref().and_then(|s| s.fields.get("title")).and_then(|v| v.kind.clone()) {
+    let title = |s: &Option<Struct>| match s
+        .as_ref()
+        .and_then(|s| s.fields.get("title"))
+        .and_then(|v| v.kind.clone())
+    {
         Some(prost_types::value::Kind::StringValue(t)) => t,
         _ => String::new(),
     };

@@ -3,5 +3,6 @@
 
 mod common;
 mod jobs_crud;
+mod listing;
 mod ops;
 mod tenancy_auth;

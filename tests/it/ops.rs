@@ -32,13 +32,17 @@ impl Proxy {
         let up2 = up.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut rx = up2.subscribe();
                 if !*rx.borrow() {
                     continue; // refused: dropped at once
                 }
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = rx.wait_for(|up| !*up) => {}
@@ -83,8 +87,15 @@ async fn health_follows_the_database() {
     let (target, url) = db_target();
     let proxy = Proxy::start(target).await;
     let proxied = via(&url, proxy.addr);
-    let app = TestApp::start(serve_args(&["--database-url", &proxied, "--pool-wait-ms", "500", "--connect-timeout-ms", "500"]))
-        .await;
+    let app = TestApp::start(serve_args(&[
+        "--database-url",
+        &proxied,
+        "--pool-wait-ms",
+        "500",
+        "--connect-timeout-ms",
+        "500",
+    ]))
+    .await;
     app.wait_for(ServingStatus::Serving, Duration::from_secs(30)).await;
     for name in ["bi.data.v1.JobService", "bi.data.v1.AuditService"] {
         assert_eq!(app.health(name).await, Some(ServingStatus::Serving), "{name}");
@@ -137,11 +148,13 @@ fn grpcurl() -> String {
 }
 
 fn run_grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(grpcurl())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("grpcurl not runnable ({e}); scripts/test.sh installs it and sets GRPCURL"));
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(grpcurl()).args(args).output().unwrap_or_else(|e| {
+        panic!("grpcurl not runnable ({e}); scripts/test.sh installs it and sets GRPCURL")
+    });
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 fn free_port() -> u16 {
@@ -183,7 +196,12 @@ async fn grpcurl_smoke_and_sigterm_with_open_watch() {
     let auth = format!("authorization: Bearer {}", t.writer);
     let (ok, out) = run_grpcurl(&["-plaintext", &addr, "list"]);
     assert!(ok, "{out}");
-    for s in ["bi.data.v1.JobService", "bi.data.v1.AuditService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+    for s in [
+        "bi.data.v1.JobService",
+        "bi.data.v1.AuditService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
         assert!(out.contains(s), "{s} missing from: {out}");
     }
     let (ok, out) = run_grpcurl(&["-plaintext", &addr, "describe", "bi.data.v1.JobService"]);
@@ -240,6 +258,7 @@ async fn grpcurl_smoke_and_sigterm_with_open_watch() {
     .await
     .unwrap();
     let _ = watch.kill();
+    let _ = watch.wait();
     let status = status.expect("server did not exit after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(6), "shutdown took {:?}", started.elapsed());

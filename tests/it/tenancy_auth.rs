@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use bi_data::{
     auth::{Role, TokenKeys},
-    pb::{self, BatchGetJobsRequest, CreateJobRequest, DeleteJobRequest, GetJobRequest, ListJobsRequest, UpdateJobRequest},
+    pb::{
+        self, BatchGetJobsRequest, CreateJobRequest, DeleteJobRequest, GetJobRequest, ListJobsRequest,
+        UpdateJobRequest,
+    },
 };
 use prost_types::FieldMask;
 use tonic::{Code, Request};
@@ -23,7 +26,10 @@ async fn tenants_are_isolated_on_a_single_connection() {
     for i in 0..5 {
         for (t, ids) in [(&a, Some(&mut a_ids)), (&b, None)] {
             let j = c
-                .create_job(authed(&t.writer, CreateJobRequest { job: Some(job(&format!("job {i}"))), request_id: String::new() }))
+                .create_job(authed(
+                    &t.writer,
+                    CreateJobRequest { job: Some(job(&format!("job {i}"))), request_id: String::new() },
+                ))
                 .await
                 .unwrap()
                 .into_inner();
@@ -33,14 +39,21 @@ async fn tenants_are_isolated_on_a_single_connection() {
         }
     }
     // b sees only its own five, counts five, and gets NOT_FOUND for a's ids.
-    let l = c.list_jobs(authed(&b.reader, ListJobsRequest { count: true, ..Default::default() })).await.unwrap().into_inner();
+    let l = c
+        .list_jobs(authed(&b.reader, ListJobsRequest { count: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(l.total_size, 5);
     assert_eq!(l.jobs.len(), 5);
     assert!(l.jobs.iter().all(|j| !a_ids.contains(&j.id)));
     let victim = a_ids[0].clone();
     let e = c.get_job(authed(&b.reader, GetJobRequest { id: victim.clone() })).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = c.batch_get_jobs(authed(&b.reader, BatchGetJobsRequest { ids: vec![victim.clone()] })).await.unwrap_err();
+    let e = c
+        .batch_get_jobs(authed(&b.reader, BatchGetJobsRequest { ids: vec![victim.clone()] }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = c
         .update_job(authed(
@@ -54,11 +67,17 @@ async fn tenants_are_isolated_on_a_single_connection() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = c.delete_job(authed(&b.writer, DeleteJobRequest { id: victim.clone(), ..Default::default() })).await.unwrap_err();
+    let e = c
+        .delete_job(authed(&b.writer, DeleteJobRequest { id: victim.clone(), ..Default::default() }))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     // A filter naming a's id finds nothing for b.
     let l = c
-        .list_jobs(authed(&b.reader, ListJobsRequest { filter: format!("id = \"{victim}\""), count: true, ..Default::default() }))
+        .list_jobs(authed(
+            &b.reader,
+            ListJobsRequest { filter: format!("id = \"{victim}\""), count: true, ..Default::default() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -76,7 +95,10 @@ async fn row_level_security_blocks_what_where_clauses_would_not() {
     let (a, b) = (Tenant::new(), Tenant::new());
     let mut c = app.jobs();
     let ja = c
-        .create_job(authed(&a.writer, CreateJobRequest { job: Some(job("secret")), request_id: String::new() }))
+        .create_job(authed(
+            &a.writer,
+            CreateJobRequest { job: Some(job("secret")), request_id: String::new() },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -118,7 +140,10 @@ async fn row_level_security_blocks_what_where_clauses_would_not() {
     db.batch_execute("BEGIN").await.unwrap();
     db.execute("SELECT set_config('app.tenant_id', $1, true)", &[&b.id.to_string()]).await.unwrap();
     let err = db
-        .execute("INSERT INTO applications (tenant_id, id, job_id) VALUES ($1, gen_random_uuid(), $2)", &[&b.id, &ja_id])
+        .execute(
+            "INSERT INTO applications (tenant_id, id, job_id) VALUES ($1, gen_random_uuid(), $2)",
+            &[&b.id, &ja_id],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
@@ -162,7 +187,8 @@ async fn authentication_and_roles() {
     // Not a bearer token, garbage, wrong signature, expired.
     let e = c.list_jobs(authed("not-a-jwt", list())).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let forged = TokenKeys::new("another-secret-entirely").mint(t.id, &[Role::Admin], "x", Duration::from_secs(60));
+    let forged =
+        TokenKeys::new("another-secret-entirely").mint(t.id, &[Role::Admin], "x", Duration::from_secs(60));
     let e = c.list_jobs(authed(&forged, list())).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let expired = expired_token(t.id);
@@ -179,7 +205,9 @@ async fn authentication_and_roles() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     c.list_jobs(authed(&t.writer, list())).await.unwrap();
-    c.create_job(authed(&t.admin, CreateJobRequest { job: Some(job("x")), request_id: String::new() })).await.unwrap();
+    c.create_job(authed(&t.admin, CreateJobRequest { job: Some(job("x")), request_id: String::new() }))
+        .await
+        .unwrap();
     // A token with no known role can do nothing.
     let none = TokenKeys::new(SECRET).mint(t.id, &[], "x", Duration::from_secs(60));
     assert_eq!(c.list_jobs(authed(&none, list())).await.unwrap_err().code(), Code::PermissionDenied);
