@@ -13,5 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("bi_data_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
+    // refinery embeds migrations/ at compile time: rebuild when it changes.
+    println!("cargo:rerun-if-changed=migrations");
     Ok(())
 }

@@ -32,4 +32,4 @@ fi
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 
-stage "cargo test --locked" cargo test --locked "$@"
+stage "cargo test --locked" cargo test --locked --no-fail-fast "$@"

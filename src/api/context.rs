@@ -55,6 +55,7 @@ pub fn scope<T>(store: &Store, req: &Request<T>, request_id: &str) -> Result<(Sc
         request_id,
         trace_id: header("traceparent").and_then(trace_id),
         timeout: store.timeout_for(deadline),
+        deadline: deadline.map(|d| tokio::time::Instant::now() + d),
     };
     Ok((scope, auth))
 }

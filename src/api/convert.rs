@@ -9,6 +9,19 @@ use crate::{
     error::{Error, FieldViolation},
 };
 
+/// Which values a caller "set", for an update with an empty mask:
+/// everything but NULL, `false` and empty lists.
+pub fn set_flags(values: &[Value]) -> Vec<bool> {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Null | Value::Bool(false) => false,
+            Value::TextArray(a) => !a.is_empty(),
+            _ => true,
+        })
+        .collect()
+}
+
 pub fn text(s: &str) -> Value {
     if s.is_empty() { Value::Null } else { Value::Text(s.to_owned()) }
 }

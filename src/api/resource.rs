@@ -46,6 +46,38 @@ pub trait ApiResource: Message + Default + Clone + Sized + 'static {
     fn normalize(fields: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>>;
     fn id(&self) -> &str;
     fn etag(&self) -> &str;
+
+    /// Reference fields that must name a live row of the same tenant:
+    /// `(field, parent resource)`. Checked on create and when updated.
+    const PARENTS: &'static [(&'static str, &'static Resource)] = &[];
+    /// Children soft-deleted with this resource (and restored with it):
+    /// `(child resource, its reference column)`.
+    const CASCADES: &'static [(&'static Resource, &'static str)] = &[];
+}
+
+/// Every parent named by `values` (at the given field indexes, or all when
+/// `only` is None) exists and is live in the caller's tenant.
+async fn check_parents<R: ApiResource>(
+    tx: &Tx,
+    scope: &Scope,
+    values: &[Value],
+    only: Option<&[usize]>,
+) -> Result<(), Error> {
+    for (field, parent) in R::PARENTS {
+        let i = R::RES.index_of(field).expect("parent field is declared");
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
+        if let Value::Uuid(id) = values[i]
+            && !records::exists(tx, scope.tenant, parent, id).await?
+        {
+            return Err(Error::FailedPrecondition {
+                reason: "REFERENCE_NOT_FOUND",
+                message: format!("{field}: {} '{id}' does not exist", parent.name),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn prefixed(field: &str, errs: Vec<FieldViolation>) -> Error {
@@ -60,11 +92,16 @@ fn not_found<R: ApiResource>(id: impl ToString) -> Error {
     Error::NotFound { entity: R::RES.name, id: id.to_string() }
 }
 
-/// Values of a new resource, validated.
-fn new_values<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Error> {
-    let (mut values, _) = msg.to_values().map_err(|e| prefixed(R::FIELD, e))?;
-    R::normalize(&mut Fields::new(R::RES, &mut values)).map_err(|e| prefixed(R::FIELD, e))?;
+/// Values of a new resource, validated (violations name the resource's
+/// own fields).
+pub fn validate_new<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Vec<FieldViolation>> {
+    let (mut values, _) = msg.to_values()?;
+    R::normalize(&mut Fields::new(R::RES, &mut values))?;
     Ok(values)
+}
+
+fn new_values<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Error> {
+    validate_new(msg).map_err(|e| prefixed(R::FIELD, e))
 }
 
 /// Looks up a stored response for `request_id`; `None` means do the work.
@@ -99,6 +136,7 @@ async fn remember<M: Message>(
 }
 
 async fn insert_one<R: ApiResource>(tx: &Tx, scope: &Scope, values: &[Value]) -> Result<R, Error> {
+    check_parents::<R>(tx, scope, values, None).await?;
     let rec = records::insert(tx, scope.tenant, R::RES, Uuid::now_v7(), values).await?;
     audit::record(tx, scope, R::RES.name, rec.id(), Action::Create, None, Some(rec.to_json(R::RES))).await?;
     Ok(R::from_record(&rec))
@@ -262,8 +300,15 @@ pub fn page_size(n: i32) -> Result<usize, Error> {
     }
 }
 
-pub fn parse_filter(text: &str) -> Result<Option<filter::Expr>, Error> {
-    filter::parse(text).map_err(|e| Error::invalid("filter", e.to_string()))
+/// Parses a filter and checks it against the resource's fields (unknown
+/// fields, wrong value types), before any database work.
+pub fn parse_filter(res: &'static Resource, text: &str) -> Result<Option<filter::Expr>, Error> {
+    let expr = filter::parse(text).map_err(|e| Error::invalid("filter", e.to_string()))?;
+    if let Some(e) = &expr {
+        crate::store::filter_sql::compile(res, e, &mut Vec::new())
+            .map_err(|e| Error::invalid("filter", e.to_string()))?;
+    }
+    Ok(expr)
 }
 
 pub fn parse_order(res: &'static Resource, text: &str) -> Result<Vec<OrderKey>, Error> {
@@ -276,7 +321,7 @@ pub async fn list<R: ApiResource>(
     args: ListArgs<'_>,
 ) -> Result<Page<R>, Error> {
     let limit = page_size(args.page_size)?;
-    let filter = parse_filter(args.filter)?;
+    let filter = parse_filter(R::RES, args.filter)?;
     let order = parse_order(R::RES, args.order_by)?;
     let keys = records::effective_order(R::RES, &order);
     let filter_text = filter.as_ref().map(|f| f.to_string()).unwrap_or_default();
@@ -385,6 +430,7 @@ pub async fn update<R: ApiResource>(
     let result = if changed.is_empty() {
         R::from_record(&current)
     } else {
+        check_parents::<R>(&tx, scope, &merged, Some(&changed)).await?;
         let rec = records::update(&tx, scope.tenant, R::RES, id, &merged, &changed).await?;
         audit::record(
             &tx,
@@ -443,8 +489,93 @@ pub async fn set_deleted<R: ApiResource>(
         Some(rec.to_json(R::RES)),
     )
     .await?;
+    // Children follow: deleted at the parent's delete_time, and on undelete
+    // exactly those (same delete_time) come back.
+    let delete_time = R::RES.index_of("delete_time").expect("soft delete");
+    let stamp = if deleted { &rec.values[delete_time] } else { &current.values[delete_time] };
+    for (child, column) in R::CASCADES {
+        for (before, after) in
+            records::cascade_deleted(&tx, scope.tenant, child, column, id, stamp, deleted).await?
+        {
+            audit::record(
+                &tx,
+                scope,
+                child.name,
+                after.id(),
+                action,
+                Some(before),
+                Some(after.to_json(child)),
+            )
+            .await?;
+        }
+    }
     let result = R::from_record(&rec);
     remember(&tx, scope, request_id, &method, &result).await?;
     tx.commit().await?;
     Ok(result)
+}
+
+/// Rows fetched per statement while exporting; the stream buffers at most
+/// this many messages, so memory is constant whatever the row count.
+pub const EXPORT_BATCH: usize = 500;
+
+/// Streams every row matching `filter`, in `order_by` order, in keyset
+/// batches (each its own short read transaction). The caller's deadline
+/// bounds the whole stream; a cancelled stream stops after the statement in
+/// flight.
+pub fn export<R: ApiResource + Send>(
+    store: Store,
+    scope: Scope,
+    filter: &str,
+    order_by: &str,
+    show_deleted: bool,
+) -> Result<tokio::sync::mpsc::Receiver<Result<R, tonic::Status>>, Error> {
+    let filter = parse_filter(R::RES, filter)?;
+    let order = parse_order(R::RES, order_by)?;
+    let (out, rx) = tokio::sync::mpsc::channel(EXPORT_BATCH);
+    tokio::spawn(async move {
+        let keys = records::effective_order(R::RES, &order);
+        let work = async {
+            let mut after = None;
+            loop {
+                let q = ListQuery {
+                    filter: filter.as_ref(),
+                    order: &order,
+                    after: after.take(),
+                    limit: EXPORT_BATCH,
+                    show_deleted,
+                    count: false,
+                    extra: None,
+                };
+                let fetch = async {
+                    let db = store.begin_read(&scope).await?;
+                    let (rows, _) = records::list(&db, scope.tenant, R::RES, &q).await?;
+                    db.commit().await?;
+                    Ok::<_, Error>(rows)
+                };
+                let rows = tokio::select! {
+                    rows = fetch => rows?,
+                    () = out.closed() => return Ok(()),
+                };
+                let more = rows.len() > EXPORT_BATCH;
+                for rec in rows.iter().take(EXPORT_BATCH) {
+                    if out.send(Ok(R::from_record(rec))).await.is_err() {
+                        return Ok(()); // the caller went away
+                    }
+                }
+                if !more {
+                    return Ok(());
+                }
+                after = Some(records::key_values(R::RES, &keys, &rows[EXPORT_BATCH - 1]));
+            }
+        };
+        let result = match scope.deadline {
+            Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
+            None => work.await,
+        };
+        if let Err(e) = result {
+            let _ = out.send(Err(super::status::to_status(e))).await;
+        }
+    });
+    Ok(rx)
 }

@@ -5,9 +5,11 @@
 pub mod audit;
 pub mod filter_sql;
 pub mod idempotency;
+pub mod import;
 pub mod migrate;
 pub mod page;
 pub mod records;
+pub mod search;
 mod value_sql;
 
 use std::{
@@ -18,11 +20,15 @@ use std::{
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
-use tokio_postgres::{NoTls, Row, types::ToSql};
+use tokio_postgres::{
+    NoTls, Row,
+    binary_copy::BinaryCopyInWriter,
+    types::{ToSql, Type},
+};
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
 
-use crate::{config::DbArgs, error::Error};
+use crate::{config::DbArgs, domain::value::Value, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 
@@ -39,6 +45,8 @@ pub struct Scope {
     pub trace_id: Option<String>,
     /// Statement timeout for this transaction (the caller's deadline, capped).
     pub timeout: Duration,
+    /// The caller's deadline, if it set one (bounds streams as a whole).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -228,6 +236,50 @@ impl Tx {
         })
     }
 
+    /// Binary `COPY ... FROM STDIN` of `rows` (each in `types` order), with
+    /// the same span, slow-statement log and error mapping as `query`.
+    pub async fn copy_in(&self, sql: &str, types: &[Type], rows: &[&[Value]]) -> Result<u64, Error> {
+        let (op, table) = shape(sql);
+        let span = tracing::info_span!(
+            "db.query",
+            otel.kind = "client",
+            otel.name = %format_args!("{op} {table}"),
+            db.system.name = "postgresql",
+            db.namespace = %self.settings.db_name,
+            db.operation.name = op,
+            db.collection.name = table,
+            db.query.text = sql,
+            server.address = %self.settings.server_address,
+            db.response.status_code = Empty,
+            db.duration_ms = Empty,
+            db.rows = rows.len(),
+        );
+        let start = Instant::now();
+        let client = self.client();
+        let result = async {
+            let sink = client.copy_in(sql).await?;
+            let writer = BinaryCopyInWriter::new(sink, types);
+            futures_util::pin_mut!(writer);
+            let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
+            for row in rows {
+                refs.clear();
+                refs.extend(row.iter().map(|v| v as &(dyn ToSql + Sync)));
+                writer.as_mut().write(&refs).await?;
+            }
+            writer.finish().await
+        }
+        .instrument(span.clone())
+        .await;
+        let elapsed = start.elapsed();
+        span.record("db.duration_ms", elapsed.as_secs_f64() * 1000.0);
+        result.map_err(|e| {
+            if let Some(code) = e.code() {
+                span.record("db.response.status_code", code.code());
+            }
+            db_error(e)
+        })
+    }
+
     pub async fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, Error> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
@@ -276,7 +328,7 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
         .find(|k| first.eq_ignore_ascii_case(k))
         .unwrap_or("OTHER");
     let mut table = "";
-    let mut prev = first;
+    let mut prev = "";
     for w in sql.split_whitespace() {
         if prev.eq_ignore_ascii_case("FROM")
             || prev.eq_ignore_ascii_case("INTO")
@@ -331,7 +383,13 @@ pub fn db_error(e: tokio_postgres::Error) -> Error {
             Error::Unavailable("database unavailable".into())
         }
         _ => {
-            tracing::error!(error = %e, sqlstate = code.code(), "database error");
+            let db = e.as_db_error();
+            tracing::error!(
+                sqlstate = code.code(),
+                message = db.map(|d| d.message()),
+                detail = db.and_then(|d| d.detail()),
+                "database error"
+            );
             Error::Internal(format!("database error {}", code.code()))
         }
     }

@@ -91,7 +91,7 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
     built
 }
 
-fn decode_row(res: &Resource, row: &tokio_postgres::Row) -> Result<Record, Error> {
+pub(super) fn decode_row(res: &Resource, row: &tokio_postgres::Row) -> Result<Record, Error> {
     let values = res
         .fields
         .iter()
@@ -105,6 +105,11 @@ fn decode_row(res: &Resource, row: &tokio_postgres::Row) -> Result<Record, Error
 
 fn decode_rows(res: &Resource, rows: &[tokio_postgres::Row]) -> Result<Vec<Record>, Error> {
     rows.iter().map(|r| decode_row(res, r)).collect()
+}
+
+/// The select list of a resource (its fields, then `revision`).
+pub(super) fn select_list(res: &'static Resource) -> &'static str {
+    &sql_for(res).select
 }
 
 /// Inserts a new row with `id`; `values` is in field-table order (system
@@ -149,6 +154,49 @@ pub async fn fetch_many(
 ) -> Result<Vec<Record>, Error> {
     let rows = tx.query(&sql_for(res).fetch_many, &[&tenant, &ids]).await?;
     decode_rows(res, &rows)
+}
+
+/// Whether `id` names a row of `res` in the tenant (a live one, for
+/// soft-deletable resources). Locks it against concurrent deletion.
+pub async fn exists(tx: &Tx, tenant: Uuid, res: &'static Resource, id: Uuid) -> Result<bool, Error> {
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2{} FOR KEY SHARE",
+        res.table,
+        if res.soft_delete { " AND delete_time IS NULL" } else { "" }
+    );
+    Ok(tx.query_opt(&sql, &[&tenant, &id]).await?.is_some())
+}
+
+/// Soft-deletes (at `stamp`) the live rows of `child` that reference `id`,
+/// or undeletes those deleted at `stamp`. Returns each row's snapshot before
+/// and its record after.
+pub async fn cascade_deleted(
+    tx: &Tx,
+    tenant: Uuid,
+    child: &'static Resource,
+    column: &str,
+    id: Uuid,
+    stamp: &Value,
+    deleted: bool,
+) -> Result<Vec<(serde_json::Value, Record)>, Error> {
+    let (set, cond) = if deleted { ("$3", "IS NULL") } else { ("NULL", "= $3") };
+    let sql = format!(
+        "UPDATE {} SET delete_time = {set}, update_time = now(), revision = revision + 1 \
+         WHERE tenant_id = $1 AND {column} = $2 AND delete_time {cond} RETURNING {}",
+        child.table,
+        sql_for(child).select
+    );
+    let rows = tx.query(&sql, &[&tenant, &id, stamp]).await?;
+    let delete_time = child.index_of("delete_time").expect("soft-deletable child");
+    rows.iter()
+        .map(|r| {
+            let after = decode_row(child, r)?;
+            let mut before = after.clone();
+            before.values[delete_time] = if deleted { Value::Null } else { stamp.clone() };
+            before.revision -= 1;
+            Ok((before.to_json(child), after))
+        })
+        .collect()
 }
 
 /// Writes the fields at `changed` (indexes into the field table), bumps the

@@ -1,0 +1,301 @@
+//! Bulk upsert: each batch is `COPY`ed (binary) into a temporary staging
+//! table and merged into the resource's table by one `INSERT ... ON
+//! CONFLICT` statement, in one transaction together with the run's counters.
+//! A batch is applied whole or not at all; a batch that fails for a
+//! transient reason is retried, otherwise its rows are reported as failed.
+
+use std::{collections::HashMap, fmt::Write, sync::LazyLock, time::Duration};
+
+use serde_json::json;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::{Scope, Store, Tx, audit};
+use crate::{
+    domain::{
+        ingest::{INGEST_RUN, MAX_REPORTED_ERRORS},
+        job::JOB,
+        schema::{Field, FieldKind, Resource},
+        value::Value,
+    },
+    error::Error,
+};
+
+/// One valid row and its position in the stream.
+pub struct Row {
+    pub index: i64,
+    /// Values in field-table order.
+    pub values: Vec<Value>,
+}
+
+/// A rejected row.
+pub struct Rejected {
+    pub index: i64,
+    pub reason: String,
+    pub key: Option<String>,
+}
+
+/// What the reader hands the writer: valid rows and the rows it rejected.
+#[derive(Default)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Running totals of an ingest run.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub id: Uuid,
+    pub received: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub failed: i64,
+    pub errors: Vec<serde_json::Value>,
+}
+
+impl Run {
+    fn reject(&mut self, r: &Rejected) {
+        self.failed += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(json!({"index": r.index, "reason": r.reason, "job_url": r.key}));
+        }
+    }
+}
+
+/// Columns the import writes, the staging table and the merge statement,
+/// built once from the field table.
+struct Plan {
+    columns: Vec<&'static Field>,
+    types: Vec<Type>,
+    create_staging: String,
+    copy: String,
+    merge: String,
+}
+
+/// Fields an import never overwrites on an existing row: the caller's own
+/// pipeline state.
+const KEEP_ON_UPDATE: &[&str] = &["status", "discovered_time"];
+
+fn sql_type(kind: FieldKind) -> (Type, &'static str) {
+    match kind {
+        FieldKind::Uuid => (Type::UUID, "uuid"),
+        FieldKind::Text | FieldKind::Enum(_) => (Type::TEXT, "text"),
+        FieldKind::Int => (Type::INT8, "bigint"),
+        FieldKind::Float => (Type::FLOAT8, "double precision"),
+        FieldKind::Bool => (Type::BOOL, "boolean"),
+        FieldKind::Timestamp => (Type::TIMESTAMPTZ, "timestamptz"),
+        FieldKind::TextArray => (Type::TEXT_ARRAY, "text[]"),
+        FieldKind::Json => (Type::JSONB, "jsonb"),
+    }
+}
+
+fn plan(res: &'static Resource, key: &str) -> Plan {
+    let columns: Vec<&'static Field> = res
+        .fields
+        .iter()
+        .filter(|f| !matches!(f.name, "create_time" | "update_time" | "delete_time"))
+        .collect();
+    let staging = format!("bi_import_{}", res.table);
+    let mut create = format!("CREATE TEMP TABLE IF NOT EXISTS {staging} (");
+    for (i, f) in columns.iter().enumerate() {
+        let _ = write!(create, "{}{} {}", if i > 0 { ", " } else { "" }, f.column, sql_type(f.kind).1);
+    }
+    create.push_str(") ON COMMIT DELETE ROWS");
+    let names: Vec<&str> = columns.iter().map(|f| f.column).collect();
+    let list = names.join(", ");
+    let updated: Vec<&str> =
+        names.iter().copied().filter(|c| *c != "id" && !KEEP_ON_UPDATE.contains(c)).collect();
+    let set: Vec<String> = updated.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    let old: Vec<String> = updated.iter().map(|c| format!("t.{c}")).collect();
+    let new: Vec<String> = updated.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+    let merge = format!(
+        "WITH m AS (INSERT INTO {table} AS t (tenant_id, {list}) \
+         SELECT $1, {list} FROM {staging} ORDER BY {key} \
+         ON CONFLICT (tenant_id, {key}) WHERE delete_time IS NULL AND {key} IS NOT NULL \
+         DO UPDATE SET {set}, update_time = now(), revision = t.revision + 1 \
+         WHERE ({old}) IS DISTINCT FROM ({new}) \
+         RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted) FROM m",
+        table = res.table,
+        set = set.join(", "),
+        old = old.join(", "),
+        new = new.join(", "),
+    );
+    Plan {
+        types: columns.iter().map(|f| sql_type(f.kind).0).collect(),
+        copy: format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
+        create_staging: create,
+        merge,
+        columns,
+    }
+}
+
+static JOB_PLAN: LazyLock<Plan> = LazyLock::new(|| plan(&JOB, "job_url"));
+
+/// Records the start of a run (committed at once, so a cut-off run is
+/// still visible).
+pub async fn start(store: &Store, scope: &Scope, source_site: Option<&str>) -> Result<Run, Error> {
+    let id = Uuid::now_v7();
+    let tx = store.begin(scope).await?;
+    tx.query(
+        "INSERT INTO ingest_runs (tenant_id, id, source_site) VALUES ($1, $2, $3)",
+        &[&scope.tenant, &id, &source_site],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Run { id, ..Run::default() })
+}
+
+async fn save_counters(tx: &Tx, scope: &Scope, run: &Run) -> Result<(), Error> {
+    tx.query(
+        "UPDATE ingest_runs SET received = $3, inserted = $4, updated = $5, failed = $6, errors = $7, \
+         update_time = now(), revision = revision + 1 WHERE tenant_id = $1 AND id = $2",
+        &[
+            &scope.tenant,
+            &run.id,
+            &run.received,
+            &run.inserted,
+            &run.updated,
+            &run.failed,
+            &json!(run.errors),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn key_of(values: &[Value], key_index: usize) -> Option<&str> {
+    match &values[key_index] {
+        Value::Text(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Applies one batch of jobs and advances `run` (only once it committed).
+pub async fn apply_jobs(store: &Store, scope: &Scope, run: &mut Run, batch: Batch) -> Result<(), Error> {
+    let plan = &*JOB_PLAN;
+    let key_index = JOB.index_of("job_url").expect("jobs have job_url");
+    // Within a batch the last row of a job_url wins; the ones it supersedes
+    // count as updates (as if the rows had been applied one by one).
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(batch.rows.len());
+    for (i, r) in batch.rows.iter().enumerate() {
+        if let Some(k) = key_of(&r.values, key_index) {
+            last.insert(k, i);
+        }
+    }
+    let kept: Vec<&Row> = batch
+        .rows
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| key_of(&r.values, key_index).is_none_or(|k| last[k] == *i))
+        .map(|(_, r)| r)
+        .collect();
+    let superseded = (batch.rows.len() - kept.len()) as i64;
+    let ids: Vec<Value> = kept.iter().map(|_| Value::Uuid(Uuid::now_v7())).collect();
+    let rows: Vec<Vec<Value>> = kept
+        .iter()
+        .zip(ids)
+        .map(|(r, id)| {
+            plan.columns
+                .iter()
+                .map(|f| {
+                    if f.name == "id" {
+                        id.clone()
+                    } else {
+                        r.values[JOB.index_of(f.name).expect("field")].clone()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let row_refs: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
+
+    let mut next = run.clone();
+    next.received += (batch.rows.len() + batch.rejected.len()) as i64;
+    for r in &batch.rejected {
+        next.reject(r);
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            let tx = store.begin(scope).await?;
+            let mut inserted = 0;
+            if !row_refs.is_empty() {
+                tx.query(&plan.create_staging, &[]).await?;
+                tx.copy_in(&plan.copy, &plan.types, &row_refs).await?;
+                inserted = tx.query_one(&plan.merge, &[&scope.tenant]).await?.get::<_, i64>(0);
+            }
+            let mut after = next.clone();
+            after.inserted += inserted;
+            after.updated += kept.len() as i64 - inserted + superseded;
+            save_counters(&tx, scope, &after).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(after)
+        }
+        .await;
+        match result {
+            Ok(after) => {
+                *run = after;
+                return Ok(());
+            }
+            Err(e @ (Error::Aborted { .. } | Error::Unavailable(_) | Error::DeadlineExceeded))
+                if attempt < 3 =>
+            {
+                tracing::warn!(error = %e, attempt, run = %run.id, "import batch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e @ (Error::Unavailable(_) | Error::DeadlineExceeded)) => return Err(e),
+            Err(e) => {
+                // Not transient: nothing of the batch was applied; report its rows.
+                tracing::warn!(error = %e, run = %run.id, rows = batch.rows.len(), "import batch rejected");
+                let reason = format!("batch rejected: {e}");
+                for r in &batch.rows {
+                    next.reject(&Rejected {
+                        index: r.index,
+                        reason: reason.clone(),
+                        key: key_of(&r.values, key_index).map(str::to_owned),
+                    });
+                }
+                let tx = store.begin(scope).await?;
+                save_counters(&tx, scope, &next).await?;
+                tx.commit().await?;
+                *run = next;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Closes the run: end time, final counters, one IMPORT audit event.
+/// `source_site` fills the run's source when the stream did not name one.
+pub async fn finish(
+    store: &Store,
+    scope: &Scope,
+    run: &Run,
+    source_site: Option<&str>,
+) -> Result<super::records::Record, Error> {
+    let tx = store.begin(scope).await?;
+    save_counters(&tx, scope, run).await?;
+    tx.query(
+        "UPDATE ingest_runs SET end_time = now(), source_site = COALESCE(source_site, $3) \
+         WHERE tenant_id = $1 AND id = $2",
+        &[&scope.tenant, &run.id, &source_site],
+    )
+    .await?;
+    let rec = super::records::fetch(&tx, scope.tenant, &INGEST_RUN, run.id, false)
+        .await?
+        .ok_or_else(|| Error::Internal("ingest run vanished".into()))?;
+    audit::record(
+        &tx,
+        scope,
+        INGEST_RUN.name,
+        run.id,
+        audit::Action::Import,
+        None,
+        Some(rec.to_json(&INGEST_RUN)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rec)
+}
