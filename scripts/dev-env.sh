@@ -48,6 +48,9 @@ DB_OWNER=bi_data_owner
 DB_PASSWORD=bi_data # dev/test only; see scripts/env.sh
 APP_ROLE=bi_data_app
 DATABASES=(bi_data bi_data_test)
+# Extra databases set up the same way (e.g. benchmarks): BI_DATA_EXTRA_DBS="a b".
+read -r -a EXTRA_DBS <<<"${BI_DATA_EXTRA_DBS:-}"
+DATABASES+=("${EXTRA_DBS[@]}")
 REDIS_PORT=6379
 TOOLS=$ROOT/.tools
 VENV=$TOOLS/venv

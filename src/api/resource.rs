@@ -15,7 +15,7 @@ use crate::{
     domain::{
         filter,
         order::{self, OrderKey},
-        record::Fields,
+        record::{self, Fields},
         schema::Resource,
         value::Value,
     },
@@ -96,8 +96,17 @@ fn not_found<R: ApiResource>(id: impl ToString) -> Error {
 /// own fields).
 pub fn validate_new<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Vec<FieldViolation>> {
     let (mut values, _) = msg.to_values()?;
-    R::normalize(&mut Fields::new(R::RES, &mut values))?;
+    normalize::<R>(&mut values)?;
     Ok(values)
+}
+
+/// The resource's rules plus the ones every resource shares.
+fn normalize<R: ApiResource>(values: &mut Vec<Value>) -> Result<(), Vec<FieldViolation>> {
+    let nul = record::no_nul_characters(R::RES, values);
+    if !nul.is_empty() {
+        return Err(nul);
+    }
+    R::normalize(&mut Fields::new(R::RES, values))
 }
 
 fn new_values<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Error> {
@@ -303,6 +312,9 @@ pub fn page_size(n: i32) -> Result<usize, Error> {
 /// Parses a filter and checks it against the resource's fields (unknown
 /// fields, wrong value types), before any database work.
 pub fn parse_filter(res: &'static Resource, text: &str) -> Result<Option<filter::Expr>, Error> {
+    if let Some(at) = text.chars().position(|c| c == '\0') {
+        return Err(Error::invalid("filter", format!("filter: NUL character at position {}", at + 1)));
+    }
     let expr = filter::parse(text).map_err(|e| Error::invalid("filter", e.to_string()))?;
     if let Some(e) = &expr {
         crate::store::filter_sql::compile(res, e, &mut Vec::new())
@@ -425,7 +437,7 @@ pub async fn update<R: ApiResource>(
     for &i in &indexes {
         merged[i] = incoming[i].clone();
     }
-    R::normalize(&mut Fields::new(R::RES, &mut merged)).map_err(|e| prefixed(R::FIELD, e))?;
+    normalize::<R>(&mut merged).map_err(|e| prefixed(R::FIELD, e))?;
     let changed: Vec<usize> = (0..merged.len()).filter(|&i| merged[i] != current.values[i]).collect();
     let result = if changed.is_empty() {
         R::from_record(&current)

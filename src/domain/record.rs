@@ -70,3 +70,27 @@ pub fn json_sizes(v: &Fields<'_>, errs: &mut Vec<FieldViolation>) {
         }
     }
 }
+
+fn json_has_nul(j: &serde_json::Value) -> bool {
+    match j {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(json_has_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL text cannot hold NUL characters: reject them per field.
+pub fn no_nul_characters(res: &Resource, values: &[Value]) -> Vec<FieldViolation> {
+    res.fields
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| match v {
+            Value::Text(s) => s.contains('\0'),
+            Value::TextArray(a) => a.iter().any(|s| s.contains('\0')),
+            Value::Json(j) => json_has_nul(j),
+            _ => false,
+        })
+        .map(|(f, _)| FieldViolation::new(f.name, format!("{} contains a NUL character", f.name)))
+        .collect()
+}

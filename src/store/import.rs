@@ -132,6 +132,12 @@ fn plan(res: &'static Resource, key: &str) -> Plan {
 
 static JOB_PLAN: LazyLock<Plan> = LazyLock::new(|| plan(&JOB, "job_url"));
 
+/// The job columns an import writes (field-table names) and their COPY
+/// types, for tools that COPY the same rows directly (the ingest benchmark).
+pub fn job_copy_columns() -> (Vec<&'static str>, &'static [Type]) {
+    (JOB_PLAN.columns.iter().map(|f| f.column).collect(), &JOB_PLAN.types)
+}
+
 /// Records the start of a run (committed at once, so a cut-off run is
 /// still visible).
 pub async fn start(store: &Store, scope: &Scope, source_site: Option<&str>) -> Result<Run, Error> {

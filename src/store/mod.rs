@@ -373,6 +373,12 @@ pub fn db_error(e: tokio_postgres::Error) -> Error {
             tracing::info!(error = %e, "constraint rejected a value");
             Error::invalid("request", "a value is out of the allowed range")
         }
+        // Class 22, data exception: a value the caller sent that PostgreSQL
+        // cannot store (a NUL character, an out-of-range number...).
+        _ if code.code().starts_with("22") => {
+            tracing::info!(sqlstate = code.code(), "database rejected a value");
+            Error::invalid("request", "a value cannot be stored (invalid characters or out of range)")
+        }
         _ if code.code().starts_with("08")
             || *code == SqlState::ADMIN_SHUTDOWN
             || *code == SqlState::CRASH_SHUTDOWN

@@ -113,6 +113,8 @@ async fn create_validation_errors_name_fields() {
         (pb::Job { job_type: 99, ..job("x") }, "job.job_type"),
         (pb::Job { company_id: "not-a-uuid".into(), ..job("x") }, "job.company_id"),
         (pb::Job { job_url: "u".repeat(501), ..job("x") }, "job.job_url"),
+        (pb::Job { description: "nul\0byte".into(), ..job("x") }, "job.description"),
+        (pb::Job { keywords: vec!["a\0".into()], ..job("x") }, "job.keywords"),
     ];
     for (j, field) in cases {
         let e = c

@@ -144,6 +144,7 @@ async fn filters_every_operator() {
         ("posting_time > \"yesterday\"", "posting_time"),
         ("keywords = \"rust\"", "keywords"),
         ("title = \"x\"; DROP TABLE jobs", "position"),
+        ("title = \"nul\0\"", "filter"),
     ];
     for (filter, needle) in bad {
         let e = app

@@ -235,3 +235,20 @@ fn expired_token(tenant: uuid::Uuid) -> String {
     let mac = sha2::Sha256::new().chain_update(&opad).chain_update(inner).finalize();
     format!("{msg}.{}", URL_SAFE_NO_PAD.encode(mac))
 }
+
+#[tokio::test]
+async fn insecure_dev_only_on_loopback() {
+    // Refused on a non-loopback address.
+    let args = serve_args(&["--insecure-dev", "--listen", "0.0.0.0:0"]);
+    let err = bi_data::app::start(args).await.err().expect("must refuse");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    // Accepted on loopback: x-tenant-id instead of a token.
+    let app = TestApp::spawn_with(&["--insecure-dev"]).await;
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let mut r = Request::new(CreateJobRequest { job: Some(job("dev")), request_id: String::new() });
+    r.metadata_mut().insert("x-tenant-id", tenant.parse().unwrap());
+    app.jobs().create_job(r).await.unwrap();
+    let e = app.jobs().list_jobs(Request::new(ListJobsRequest::default())).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    app.stop().await;
+}
