@@ -7,6 +7,7 @@
 //!   2. the same N rows again (all updates),
 //!   3. the same N rows through one raw binary COPY into `jobs` on a direct
 //!      connection (a third tenant): the ceiling,
+//!
 //! then prints rows/s and the ratios. Optional: `--memory-rows M` streams M
 //! rows (generated on the fly) while sampling the server's RSS, and
 //! `--search-queries Q` measures SearchJobs latency over what was loaded.
