@@ -56,6 +56,7 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
 }
 
 pub struct TestApp {
+    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     running: Option<Running>,
 }
@@ -78,7 +79,7 @@ impl TestApp {
         let running = app::start(args).await.expect("server starts");
         let addr = running.addr;
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-        TestApp { channel, running: Some(running) }
+        TestApp { addr, channel, running: Some(running) }
     }
 
     pub async fn health(&self, service: &str) -> Option<ServingStatus> {

@@ -579,3 +579,58 @@ async fn applications_and_employer_responses() {
     assert!(g.delete_time.is_none());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn python_client_imports_a_file() {
+    use std::process::Command;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let dir = std::env::temp_dir().join(format!("bi-data-py-{}", t.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jobs.jsonl");
+    let mut lines = String::new();
+    for i in 0..3000 {
+        let row = if i == 10 {
+            serde_json::json!({"companyName": "No Title Inc"}) // bad: no title
+        } else {
+            serde_json::json!({"title": format!("Py {i}"), "companyName": "Snake Co", "jobUrl": format!("https://py.test/{i}"),
+                               "keywords": ["python"], "attributes": {"n": i}})
+        };
+        lines.push_str(&row.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/import_jobs.py");
+    let addr = app.addr.to_string();
+    let token = t.writer.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, "--addr", &addr, "--token", &token, "--source-site", "python"])
+            .arg(&file)
+            .output()
+            .expect("python runs (scripts/test.sh sets PYTHON to the venv with grpcio)")
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["received"], "3000");
+    assert_eq!(run["inserted"], "2999");
+    assert_eq!(run["failed"], "1");
+    assert_eq!(run["sourceSite"], "python");
+    assert_eq!(run["errors"][0]["index"], "10");
+    let l = app
+        .jobs()
+        .list_jobs(authed(
+            &t.reader,
+            ListJobsRequest { filter: "attributes.n = 42".into(), ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.jobs.len(), 1);
+    assert_eq!(l.jobs[0].title, "Py 42");
+    app.stop().await;
+}
