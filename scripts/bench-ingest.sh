@@ -41,11 +41,12 @@ psql -q "$URL" -c "DROP TABLE IF EXISTS employer_responses, applications, jobs, 
 
 stage "cargo build --release" cargo build --release --locked --bin bi-data --bench ingest
 export JWT_SECRET=bench-secret-not-for-production
-stage "migrate" target/release/bi-data migrate --database-url "$URL"
+export DATABASE_URL=$URL
+stage "migrate" target/release/bi-data migrate
 
 LOG=$(mktemp)
 target/release/bi-data serve --listen 127.0.0.1:50061 --metrics-listen 127.0.0.1:0 \
-    --database-url "$URL" --slow-query-ms 10000 >"$LOG" 2>&1 &
+    --slow-query-ms 10000 >"$LOG" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -f "$LOG"' EXIT
 for _ in $(seq 1 100); do

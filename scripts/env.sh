@@ -23,7 +23,9 @@ case ":$PATH:" in
 esac
 
 export DATABASE_URL="postgres://bi_data_owner:bi_data@127.0.0.1:5432/bi_data"
-export MIGRATION_DATABASE_URL="$DATABASE_URL"
+# No MIGRATION_DATABASE_URL: it defaults to --database-url, and exporting it
+# would make a server started with another --database-url migrate this one.
+unset MIGRATION_DATABASE_URL
 export TEST_DATABASE_URL="postgres://bi_data_owner:bi_data@127.0.0.1:5432/bi_data_test"
 export REDIS_URL="redis://127.0.0.1:6379"
 export GRPCURL="$_bi_data_root/.tools/bin/grpcurl"

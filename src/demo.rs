@@ -18,19 +18,149 @@ use crate::{
     store::{Scope, Store, migrate},
 };
 
-const TITLES: &[&str] = &[
-    "Senior Rust Engineer",
-    "Backend Engineer (Go)",
-    "Data Engineer",
-    "Machine Learning Engineer",
-    "Site Reliability Engineer",
-    "Frontend Developer (React)",
-    "Platform Engineer",
-    "Product Manager, Data",
-    "Business Intelligence Analyst",
-    "Automation Consultant",
-    "Staff Software Engineer",
-    "DevOps Engineer",
+const SENIORITY: &[&str] = &["Junior", "", "", "Senior", "Staff", "Principal", "Lead"];
+const TECH: &[&str] = &[
+    "Rust",
+    "Go",
+    "Python",
+    "Java",
+    "TypeScript",
+    "Data",
+    "Machine Learning",
+    "Cloud",
+    "Security",
+    "Platform",
+    "Mobile",
+    "Embedded",
+    "Kotlin",
+    "Scala",
+    "Frontend",
+    "Backend",
+    "Database",
+    "Analytics",
+];
+const ROLE: &[&str] =
+    &["Engineer", "Developer", "Analyst", "Architect", "Consultant", "Scientist", "Manager", "Specialist"];
+/// Words for descriptions, so full-text queries match realistic fractions.
+const VOCAB: &[&str] = &[
+    "pipeline",
+    "dashboard",
+    "warehouse",
+    "customer",
+    "revenue",
+    "forecast",
+    "automation",
+    "workflow",
+    "invoice",
+    "logistics",
+    "compliance",
+    "onboarding",
+    "latency",
+    "throughput",
+    "migration",
+    "kubernetes",
+    "terraform",
+    "postgresql",
+    "kafka",
+    "spark",
+    "airflow",
+    "snowflake",
+    "tableau",
+    "grpc",
+    "microservices",
+    "monitoring",
+    "observability",
+    "incident",
+    "security",
+    "identity",
+    "payments",
+    "billing",
+    "search",
+    "recommendation",
+    "experiment",
+    "pricing",
+    "marketing",
+    "outreach",
+    "campaign",
+    "lead",
+    "prospect",
+    "enrichment",
+    "scraping",
+    "crawler",
+    "ingestion",
+    "streaming",
+    "batch",
+    "reporting",
+    "budget",
+    "stakeholder",
+    "roadmap",
+    "mentoring",
+    "hiring",
+    "remote",
+    "hybrid",
+    "startup",
+    "enterprise",
+    "healthcare",
+    "fintech",
+    "retail",
+    "energy",
+    "manufacturing",
+    "insurance",
+    "banking",
+    "telecom",
+    "gaming",
+    "education",
+    "research",
+    "compiler",
+    "runtime",
+    "embedded",
+    "firmware",
+    "android",
+    "ios",
+    "react",
+    "vue",
+    "design",
+    "accessibility",
+    "testing",
+    "quality",
+    "reliability",
+    "scalability",
+    "performance",
+    "caching",
+    "indexing",
+    "replication",
+    "backup",
+    "recovery",
+    "audit",
+    "governance",
+    "privacy",
+    "encryption",
+    "network",
+    "storage",
+    "serverless",
+    "containers",
+    "linux",
+    "windows",
+    "excel",
+    "python",
+    "rust",
+    "golang",
+    "java",
+    "typescript",
+    "sql",
+    "nosql",
+    "graphql",
+    "rest",
+    "api",
+    "sdk",
+    "cli",
+    "integration",
+    "partner",
+    "vendor",
+    "contract",
+    "negotiation",
+    "sales",
+    "support",
 ];
 const COMPANIES: &[&str] = &[
     "Acme Analytics",
@@ -78,7 +208,12 @@ impl Lcg {
 
 pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
     let mut r = Lcg(rng_seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let title = r.pick(TITLES);
+    let title = [r.pick(SENIORITY), r.pick(TECH), r.pick(ROLE)]
+        .iter()
+        .filter(|w| !w.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
     let company = r.pick(COMPANIES);
     let min = 50_000 + (r.next() % 100) as i64 * 1000;
     let kw: Vec<String> = (0..3)
@@ -86,6 +221,7 @@ pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let words: Vec<&str> = (0..14).map(|_| r.pick(VOCAB)).collect();
     let posted = now - (r.next() % (60 * 86_400)) as i64;
     let mut attrs = Struct::default();
     attrs
@@ -93,16 +229,13 @@ pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
         .insert("visa_sponsorship".into(), json_to_value(&serde_json::json!(r.next().is_multiple_of(3))));
     attrs.fields.insert("team_size".into(), json_to_value(&serde_json::json!(3 + r.next() % 20)));
     pb::Job {
-        title: title.to_owned(),
+        title: title.clone(),
         company_name: company.to_owned(),
         location: r.pick(LOCATIONS).to_owned(),
         salary_min: Some(min),
         salary_max: Some(min + 10_000 + (r.next() % 60) as i64 * 1000),
         salary_currency: "USD".into(),
-        description: format!(
-            "{company} is hiring a {title}. You will build data products with {}.",
-            kw.join(", ")
-        ),
+        description: format!("{company} is hiring a {title}. You will work on {}.", words.join(" ")),
         requirements: format!("Experience with {}.", kw.join(" and ")),
         benefits: "Health insurance, learning budget, flexible hours.".into(),
         job_url: format!("https://jobs.example.com/{}/{i}", company.to_lowercase().replace(' ', "-")),

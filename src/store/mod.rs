@@ -32,6 +32,9 @@ use crate::{config::DbArgs, domain::value::Value, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+/// Prepared statements kept per connection before the cache is reset.
+pub const MAX_CACHED_STATEMENTS: usize = 256;
+
 /// The role every pooled connection switches to: owns no table, has no
 /// BYPASSRLS, so row-level security always applies.
 pub const APP_ROLE: &str = "bi_data_app";
@@ -210,6 +213,11 @@ impl Tx {
         let start = Instant::now();
         let client = self.client();
         let result = async {
+            // Filters make SQL shapes open-ended: bound the per-connection
+            // cache (and the server-side prepared statements behind it).
+            if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+                client.statement_cache.clear();
+            }
             let stmt = client.prepare_cached(sql).await?;
             client.query(&stmt, params).await
         }

@@ -43,6 +43,8 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
         "127.0.0.1:0",
         "--database-url",
         &url,
+        "--migration-database-url",
+        &url,
         "--jwt-secret",
         SECRET,
         "--drain-timeout-ms",

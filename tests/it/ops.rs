@@ -169,6 +169,7 @@ async fn grpcurl_smoke_and_sigterm_with_open_watch() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_bi-data"))
         .args(["serve", "--listen", &addr, "--metrics-listen", &metrics, "--drain-timeout-ms", "5000"])
         .env("DATABASE_URL", database_url())
+        .env_remove("MIGRATION_DATABASE_URL")
         .env("JWT_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
