@@ -276,7 +276,7 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
         .find(|k| first.eq_ignore_ascii_case(k))
         .unwrap_or("OTHER");
     let mut table = "";
-    let mut prev = first;
+    let mut prev = "";
     for w in sql.split_whitespace() {
         if prev.eq_ignore_ascii_case("FROM")
             || prev.eq_ignore_ascii_case("INTO")
