@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod migrate;
 pub mod page;
 pub mod records;
+pub mod stats;
 mod value_sql;
 
 use std::{
@@ -22,6 +23,7 @@ use tokio_postgres::{NoTls, Row, types::ToSql};
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
 
+use self::stats::{QueryStats, StoreMetrics};
 use crate::{config::DbArgs, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -47,6 +49,9 @@ struct Settings {
     max_statement_timeout: Duration,
     db_name: String,
     server_address: String,
+    /// Every statement's duration, per shape (for GetQueryStats).
+    stats: Arc<QueryStats>,
+    metrics: StoreMetrics,
 }
 
 /// Connection pools and per-statement settings. Cheap to clone.
@@ -106,8 +111,29 @@ impl Store {
                 max_statement_timeout: Duration::from_millis(args.statement_timeout_ms),
                 db_name,
                 server_address,
+                stats: Arc::new(QueryStats::default()),
+                metrics: StoreMetrics::default(),
             }),
         })
+    }
+
+    /// Per-shape statement timings of this server (the slowest shapes).
+    pub fn query_stats(&self) -> &Arc<QueryStats> {
+        &self.settings.stats
+    }
+
+    /// The instruments the statement path updates, to register for /metrics.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.settings.metrics
+    }
+
+    /// Pool sizes, sampled when /metrics is scraped: `(pool, status)`.
+    pub fn pool_status(&self) -> Vec<(&'static str, deadpool_postgres::Status)> {
+        let mut all = vec![("primary", self.primary.status())];
+        if let Some(r) = &self.replica {
+            all.push(("replica", r.status()));
+        }
+        all
     }
 
     /// The statement timeout for a call with this remaining deadline.
@@ -133,7 +159,15 @@ impl Store {
     async fn begin_on(&self, pool: &Pool, scope: &Scope, read_only: bool) -> Result<Tx, Error> {
         let client = {
             let span = tracing::info_span!("db.pool.wait", db.system.name = "postgresql");
-            pool.get().instrument(span).await.map_err(pool_error)?
+            let waited = Instant::now();
+            let client = pool.get().instrument(span).await;
+            let name = if std::ptr::eq(pool, &self.primary) { "primary" } else { "replica" };
+            self.settings
+                .metrics
+                .pool_wait
+                .with_label_values(&[name])
+                .observe(waited.elapsed().as_secs_f64());
+            client.map_err(pool_error)?
         };
         let mut tx = Tx { client: Some(client), settings: self.settings.clone(), open: false };
         tx.client()
@@ -164,6 +198,18 @@ impl Store {
         self.primary.close();
         if let Some(r) = &self.replica {
             r.close();
+        }
+    }
+}
+
+impl Settings {
+    /// Counts one statement into the per-shape stats and the metrics.
+    fn observe(&self, sql: &str, op: &'static str, table: &str, elapsed: Duration, slow: bool) {
+        self.stats.record(sql, op, table, elapsed, slow);
+        let labels = [op, table];
+        self.metrics.statement_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        if slow {
+            self.metrics.slow_statements.with_label_values(&labels).inc();
         }
     }
 }
@@ -209,15 +255,21 @@ impl Tx {
         .await;
         let elapsed = start.elapsed();
         span.record("db.duration_ms", elapsed.as_secs_f64() * 1000.0);
-        if elapsed >= self.settings.slow_query {
+        let slow = elapsed >= self.settings.slow_query;
+        self.settings.observe(sql, op, table, elapsed, slow);
+        if slow {
+            // One event, inside the statement's span: a `slow_query` span
+            // event for traces and one WARN line (with the trace id) for logs.
             let _g = span.enter();
+            let rpc = crate::telemetry::current_rpc();
             tracing::warn!(
-                duration_ms = elapsed.as_millis() as u64,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
                 threshold_ms = self.settings.slow_query.as_millis() as u64,
+                rpc = rpc.as_deref().unwrap_or("-"),
                 db.operation.name = op,
                 db.collection.name = table,
                 db.query.text = sql,
-                "slow query"
+                "slow_query"
             );
         }
         result.map_err(|e| {
