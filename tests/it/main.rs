@@ -4,5 +4,7 @@
 mod common;
 mod jobs_crud;
 mod listing;
+mod observability;
 mod ops;
+mod otlp;
 mod tenancy_auth;
