@@ -377,7 +377,94 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::BodyExt;
+    use tokio::sync::mpsc;
+
     use super::*;
+
+    /// A response body fed by the test, frame by frame.
+    struct Fed(mpsc::Receiver<Frame<Bytes>>);
+
+    impl HttpBody for Fed {
+        type Data = Bytes;
+        type Error = tonic::Status;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+            self.0.poll_recv(cx).map(|f| f.map(Ok))
+        }
+    }
+
+    /// An inner service answering with the next prepared body.
+    #[derive(Clone)]
+    struct Answer(Arc<std::sync::Mutex<Option<mpsc::Receiver<Frame<Bytes>>>>>);
+
+    impl tower::Service<http::Request<()>> for Answer {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let rx = self.0.lock().unwrap().take().unwrap();
+            std::future::ready(Ok(http::Response::new(tonic::body::Body::new(Fed(rx)))))
+        }
+    }
+
+    fn setup() -> (RpcService<Answer>, RpcMetrics, mpsc::Sender<Frame<Bytes>>) {
+        let metrics = RpcMetrics::default();
+        let (tx, rx) = mpsc::channel(4);
+        let layer = RpcLayer::new(
+            KnownMethods::from_descriptor_sets(&[crate::pb::FILE_DESCRIPTOR_SET]),
+            metrics.clone(),
+        );
+        let svc = tower::Layer::layer(&layer, Answer(Arc::new(std::sync::Mutex::new(Some(rx)))));
+        (svc, metrics, tx)
+    }
+
+    fn count(m: &RpcMetrics, code: &str) -> u64 {
+        m.duration.with_label_values(&["bi.data.v1.JobService", "ListJobs", code]).get_sample_count()
+    }
+
+    fn in_flight(m: &RpcMetrics) -> i64 {
+        m.in_flight.with_label_values(&["bi.data.v1.JobService", "ListJobs"]).get()
+    }
+
+    fn request() -> http::Request<()> {
+        http::Request::builder().uri("/bi.data.v1.JobService/ListJobs").body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_one_call_until_its_trailers() {
+        use tower::Service;
+        let (mut svc, m, tx) = setup();
+        let res = svc.call(request()).await.unwrap();
+        let mut body = res.into_body();
+        assert_eq!((in_flight(&m), count(&m, "OK")), (1, 0), "headers sent, stream still open");
+        tx.send(Frame::data(Bytes::from_static(b"row"))).await.unwrap();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        assert_eq!((in_flight(&m), count(&m, "OK")), (1, 0));
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        tx.send(Frame::trailers(trailers)).await.unwrap();
+        drop(tx);
+        assert!(body.frame().await.unwrap().unwrap().is_trailers());
+        assert!(body.frame().await.is_none());
+        assert_eq!((in_flight(&m), count(&m, "OK")), (0, 1), "ended with the trailers' status");
+    }
+
+    #[tokio::test]
+    async fn a_caller_leaving_mid_stream_is_cancelled() {
+        use tower::Service;
+        let (mut svc, m, _tx) = setup();
+        let res = svc.call(request()).await.unwrap();
+        drop(res);
+        assert_eq!((in_flight(&m), count(&m, "CANCELLED"), count(&m, "OK")), (0, 1, 0));
+    }
 
     #[test]
     fn methods_from_descriptors() {
