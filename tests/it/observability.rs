@@ -97,6 +97,7 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() {
     let mut codes = Vec::new();
     for s in &servers {
         assert_eq!(s.parent_span_id, parent_id, "RPC span's parent is the caller's span");
+        assert_eq!(s.trace_state, "bidata=test", "the caller's tracestate is kept");
         assert_eq!(s.service_name, "bi-data");
         assert_eq!(attr(s, "rpc.system"), "grpc");
         assert_eq!(attr(s, "rpc.service"), "bi.data.v1.JobService");

@@ -29,6 +29,7 @@ pub struct RSpan {
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
+    pub trace_state: String,
     pub name: String,
     /// OTLP SpanKind: 2 server, 3 client.
     pub kind: i32,
@@ -80,6 +81,7 @@ impl TraceService for Receiver {
                         trace_id: hex(&s.trace_id),
                         span_id: hex(&s.span_id),
                         parent_span_id: hex(&s.parent_span_id),
+                        trace_state: s.trace_state.clone(),
                         name: s.name.clone(),
                         kind: s.kind,
                         attrs: attrs(&s.attributes),
