@@ -235,7 +235,7 @@ impl Tx {
         let span = tracing::info_span!(
             "db.query",
             otel.kind = "client",
-            otel.name = %format_args!("{op} {table}"),
+            otel.name = %format_args!("{op}{}{table}", if table.is_empty() { "" } else { " " }),
             db.system.name = "postgresql",
             db.namespace = %self.settings.db_name,
             db.operation.name = op,
