@@ -1,6 +1,7 @@
-//! Wiring: pools, services, health, reflection, auth layer, background
-//! tasks and graceful shutdown. `start` binds first and returns the bound
-//! address, so tests run servers on port 0.
+//! Wiring: pools, services, health, reflection, the tower stack (RPC
+//! telemetry, in-flight tracking, auth), /metrics, background tasks and
+//! graceful shutdown. `start` binds first and returns the bound addresses,
+//! so tests run servers on port 0.
 
 use std::{
     net::SocketAddr,
@@ -22,8 +23,10 @@ use crate::{
     auth::{AuthLayer, AuthMode, TokenKeys},
     config::ServeArgs,
     error::Error,
+    metrics::{self, Metrics},
     pb::{self, audit_service_server::AuditServiceServer, job_service_server::JobServiceServer},
-    store::{Store, idempotency, migrate},
+    store::{Store, idempotency, migrate, stats::QueryStats},
+    telemetry::rpc::{KnownMethods, RecordCaller, RpcLayer},
 };
 
 /// Names whose health is reported (besides "" for the whole server).
@@ -36,11 +39,19 @@ const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
+    store: Store,
     shutdown: Arc<Notify>,
     task: JoinHandle<Result<(), Error>>,
 }
 
 impl Running {
+    /// Per-shape statement timings of this server (GetQueryStats' data).
+    pub fn query_stats(&self) -> Arc<QueryStats> {
+        self.store.query_stats().clone()
+    }
+
     /// Starts graceful shutdown and waits for it (bounded by the drain timeout).
     pub async fn shutdown(self) -> Result<(), Error> {
         self.shutdown.notify_one();
@@ -194,6 +205,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .await
         .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let (metrics_listener, metrics_addr) = metrics::bind(args.metrics_listen).await?;
+    let metrics = Arc::new(Metrics::new(&store)?);
+    let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
@@ -232,12 +246,22 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
 
     let in_flight = InFlight::default();
     let shutdown = Arc::new(Notify::new());
+    let methods = KnownMethods::from_descriptor_sets(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
+    // Outermost first: the call's span and metrics cover auth and the
+    // handler; RecordCaller sits after auth to put the tenant on the span.
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .concurrency_limit_per_connection(1024)
+        .layer(RpcLayer::new(methods, metrics.rpc.clone()))
         .layer(in_flight.clone())
         .layer(AuthLayer::new(mode))
+        .layer(RecordCaller)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -249,7 +273,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let stopping = Arc::new(Notify::new());
     let stopping_tx = stopping.clone();
     let incoming = TcpListenerStream::new(listener);
+    let task_store = store.clone();
     let task = tokio::spawn(async move {
+        let store = task_store;
         let serve = router.serve_with_incoming_shutdown(incoming, async move {
             signal.notified().await;
             stopping_tx.notify_one();
@@ -268,10 +294,11 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
             } => Ok(()),
         };
         purge_task.abort();
+        metrics_task.abort();
         store.close();
         tracing::info!("server stopped");
         result
     });
-    tracing::info!(%addr, "bi-data listening");
-    Ok(Running { addr, shutdown, task })
+    tracing::info!(%addr, %metrics_addr, "bi-data listening");
+    Ok(Running { addr, metrics_addr, store, shutdown, task })
 }

@@ -61,12 +61,27 @@ pub fn redact_url(url: &str) -> String {
     url.to_owned()
 }
 
+/// Environment read besides the flags' own variables (shown in --help).
+pub const TELEMETRY_ENV_HELP: &str = "\
+Telemetry environment:
+  RUST_LOG                            log filter (default: info)
+  LOG_FORMAT=json                     JSON lines on stderr (default: text)
+  OTEL_EXPORTER_OTLP_ENDPOINT         OTLP/gRPC collector, e.g. http://otel-collector:4317;
+                                      trace export is off when unset
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  the same, for traces only (wins)
+  OTEL_SERVICE_NAME                   service.name (default: bi-data)
+  OTEL_TRACES_SAMPLER, _ARG           e.g. parentbased_traceidratio and 0.1
+                                      (default: parentbased_always_on)
+  OTEL_SDK_DISABLED=true              no trace export
+  OTEL_BSP_*, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_HEADERS: as in the OpenTelemetry spec";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "bi-data",
     version,
     about = "bi-data: gRPC data-access service over PostgreSQL",
-    args_override_self = true
+    args_override_self = true,
+    after_help = TELEMETRY_ENV_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -78,6 +93,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gRPC server (the default).
+    #[command(after_help = TELEMETRY_ENV_HELP)]
     Serve(ServeArgs),
     /// Apply pending migrations and exit.
     Migrate(DbArgs),
@@ -153,7 +169,9 @@ pub struct ServeArgs {
     /// Accept an `x-tenant-id` header instead of a token (loopback only).
     #[arg(long, env = "INSECURE_DEV")]
     pub insecure_dev: bool,
-    /// Statements slower than this are logged at WARN.
+    /// Statements taking at least this long are slow: a WARN line with the
+    /// RPC and trace id, a `slow_query` event on their span, counted in
+    /// /metrics and the query stats (0: every statement).
     #[arg(long, env = "SLOW_QUERY_MS", default_value_t = 100)]
     pub slow_query_ms: u64,
     /// Prometheus metrics listen address (`/metrics`).

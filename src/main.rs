@@ -1,4 +1,7 @@
-use std::process::ExitCode;
+use std::{
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use bi_data::{
     app,
@@ -10,7 +13,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -18,10 +20,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
+    // Inside the runtime: the OTLP exporter's channel lives on it.
+    let telemetry = runtime.block_on(async { telemetry::init(serving) });
     let result = runtime.block_on(async {
         match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve, telemetry).await,
+            Some(Command::Serve(args)) => serve(args, telemetry).await,
             Some(Command::Migrate(db)) => {
                 let n = store::migrate::run(
                     &db.migration_url().0,
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
             Some(Command::DemoData(d)) => demo::run(d).await,
         }
     });
+    // A flush that timed out may still hold a blocking thread: do not wait.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -53,11 +60,27 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), bi_data::error::Error> {
-    let running = app::start(args).await?;
+/// Serves until SIGTERM/SIGINT, then drains and flushes traces, all within
+/// the drain timeout (the trace flush gets what the drain left, between
+/// 500 ms and 5 s).
+async fn serve(args: ServeArgs, telemetry: telemetry::Telemetry) -> Result<(), bi_data::error::Error> {
+    let drain = args.drain_timeout();
+    let running = match app::start(args).await {
+        Ok(r) => r,
+        Err(e) => {
+            telemetry.shutdown(Duration::from_millis(500)).await;
+            return Err(e);
+        }
+    };
     shutdown_signal().await;
     tracing::info!("signal received");
-    running.shutdown().await
+    let deadline = Instant::now() + drain;
+    let result = running.shutdown().await;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(500), Duration::from_secs(5));
+    telemetry.shutdown(left).await;
+    result
 }
 
 async fn shutdown_signal() {

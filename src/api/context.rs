@@ -53,7 +53,10 @@ pub fn scope<T>(store: &Store, req: &Request<T>, request_id: &str) -> Result<(Sc
         tenant: auth.tenant_id,
         actor: auth.subject.clone(),
         request_id,
-        trace_id: header("traceparent").and_then(trace_id),
+        // The call span's trace (the caller's, or a new one), so audit events
+        // carry a trace id even when the caller sent none; the raw header
+        // when no OpenTelemetry layer is installed.
+        trace_id: crate::telemetry::current_trace_id().or_else(|| header("traceparent").and_then(trace_id)),
         timeout: store.timeout_for(deadline),
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
     };

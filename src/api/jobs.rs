@@ -3,6 +3,7 @@
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::{
     context::scope,
@@ -231,12 +232,15 @@ impl JobService for JobApi {
         // previous batch; at most two batches wait in between.
         let (batches, mut queue) = tokio::sync::mpsc::channel::<import::Batch>(2);
         let (store, wscope) = (self.store.clone(), scope.clone());
-        let writer = tokio::spawn(async move {
-            while let Some(b) = queue.recv().await {
-                import::apply_jobs(&store, &wscope, &mut run, b).await?;
+        let writer = tokio::spawn(
+            async move {
+                while let Some(b) = queue.recv().await {
+                    import::apply_jobs(&store, &wscope, &mut run, b).await?;
+                }
+                Ok::<_, Error>(run)
             }
-            Ok::<_, Error>(run)
-        });
+            .in_current_span(), // statements stay children of the call's span
+        );
         let mut batch = import::Batch::default();
         let (mut bytes, mut index, mut first_source) = (0usize, 0i64, None::<String>);
         let read = loop {

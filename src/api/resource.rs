@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 use prost_types::FieldMask;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::convert::parse_id;
@@ -545,49 +546,52 @@ pub fn export<R: ApiResource + Send>(
     let filter = parse_filter(R::RES, filter)?;
     let order = parse_order(R::RES, order_by)?;
     let (out, rx) = tokio::sync::mpsc::channel(EXPORT_BATCH);
-    tokio::spawn(async move {
-        let keys = records::effective_order(R::RES, &order);
-        let work = async {
-            let mut after = None;
-            loop {
-                let q = ListQuery {
-                    filter: filter.as_ref(),
-                    order: &order,
-                    after: after.take(),
-                    limit: EXPORT_BATCH,
-                    show_deleted,
-                    count: false,
-                    extra: None,
-                };
-                let fetch = async {
-                    let db = store.begin_read(&scope).await?;
-                    let (rows, _) = records::list(&db, scope.tenant, R::RES, &q).await?;
-                    db.commit().await?;
-                    Ok::<_, Error>(rows)
-                };
-                let rows = tokio::select! {
-                    rows = fetch => rows?,
-                    () = out.closed() => return Ok(()),
-                };
-                let more = rows.len() > EXPORT_BATCH;
-                for rec in rows.iter().take(EXPORT_BATCH) {
-                    if out.send(Ok(R::from_record(rec))).await.is_err() {
-                        return Ok(()); // the caller went away
+    tokio::spawn(
+        async move {
+            let keys = records::effective_order(R::RES, &order);
+            let work = async {
+                let mut after = None;
+                loop {
+                    let q = ListQuery {
+                        filter: filter.as_ref(),
+                        order: &order,
+                        after: after.take(),
+                        limit: EXPORT_BATCH,
+                        show_deleted,
+                        count: false,
+                        extra: None,
+                    };
+                    let fetch = async {
+                        let db = store.begin_read(&scope).await?;
+                        let (rows, _) = records::list(&db, scope.tenant, R::RES, &q).await?;
+                        db.commit().await?;
+                        Ok::<_, Error>(rows)
+                    };
+                    let rows = tokio::select! {
+                        rows = fetch => rows?,
+                        () = out.closed() => return Ok(()),
+                    };
+                    let more = rows.len() > EXPORT_BATCH;
+                    for rec in rows.iter().take(EXPORT_BATCH) {
+                        if out.send(Ok(R::from_record(rec))).await.is_err() {
+                            return Ok(()); // the caller went away
+                        }
                     }
+                    if !more {
+                        return Ok(());
+                    }
+                    after = Some(records::key_values(R::RES, &keys, &rows[EXPORT_BATCH - 1]));
                 }
-                if !more {
-                    return Ok(());
-                }
-                after = Some(records::key_values(R::RES, &keys, &rows[EXPORT_BATCH - 1]));
+            };
+            let result = match scope.deadline {
+                Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
+                None => work.await,
+            };
+            if let Err(e) = result {
+                let _ = out.send(Err(super::status::to_status(e))).await;
             }
-        };
-        let result = match scope.deadline {
-            Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
-            None => work.await,
-        };
-        if let Err(e) = result {
-            let _ = out.send(Err(super::status::to_status(e))).await;
         }
-    });
+        .in_current_span(), // statements stay children of the call's span
+    );
     Ok(rx)
 }

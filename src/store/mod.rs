@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod page;
 pub mod records;
 pub mod search;
+pub mod stats;
 mod value_sql;
 
 use std::{
@@ -28,6 +29,7 @@ use tokio_postgres::{
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
 
+use self::stats::{QueryStats, StoreMetrics};
 use crate::{config::DbArgs, domain::value::Value, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -58,6 +60,9 @@ struct Settings {
     max_statement_timeout: Duration,
     db_name: String,
     server_address: String,
+    /// Every statement's duration, per shape (for GetQueryStats).
+    stats: Arc<QueryStats>,
+    metrics: StoreMetrics,
 }
 
 /// Connection pools and per-statement settings. Cheap to clone.
@@ -117,8 +122,29 @@ impl Store {
                 max_statement_timeout: Duration::from_millis(args.statement_timeout_ms),
                 db_name,
                 server_address,
+                stats: Arc::new(QueryStats::default()),
+                metrics: StoreMetrics::default(),
             }),
         })
+    }
+
+    /// Per-shape statement timings of this server (the slowest shapes).
+    pub fn query_stats(&self) -> &Arc<QueryStats> {
+        &self.settings.stats
+    }
+
+    /// The instruments the statement path updates, to register for /metrics.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.settings.metrics
+    }
+
+    /// Pool sizes, sampled when /metrics is scraped: `(pool, status)`.
+    pub fn pool_status(&self) -> Vec<(&'static str, deadpool_postgres::Status)> {
+        let mut all = vec![("primary", self.primary.status())];
+        if let Some(r) = &self.replica {
+            all.push(("replica", r.status()));
+        }
+        all
     }
 
     /// The statement timeout for a call with this remaining deadline.
@@ -144,7 +170,15 @@ impl Store {
     async fn begin_on(&self, pool: &Pool, scope: &Scope, read_only: bool) -> Result<Tx, Error> {
         let client = {
             let span = tracing::info_span!("db.pool.wait", db.system.name = "postgresql");
-            pool.get().instrument(span).await.map_err(pool_error)?
+            let waited = Instant::now();
+            let client = pool.get().instrument(span).await;
+            let name = if std::ptr::eq(pool, &self.primary) { "primary" } else { "replica" };
+            self.settings
+                .metrics
+                .pool_wait
+                .with_label_values(&[name])
+                .observe(waited.elapsed().as_secs_f64());
+            client.map_err(pool_error)?
         };
         let mut tx = Tx { client: Some(client), settings: self.settings.clone(), open: false };
         tx.client()
@@ -179,6 +213,18 @@ impl Store {
     }
 }
 
+impl Settings {
+    /// Counts one statement into the per-shape stats and the metrics.
+    fn observe(&self, sql: &str, op: &'static str, table: &str, elapsed: Duration, slow: bool) {
+        self.stats.record(sql, op, table, elapsed, slow);
+        let labels = [op, table];
+        self.metrics.statement_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+        if slow {
+            self.metrics.slow_statements.with_label_values(&labels).inc();
+        }
+    }
+}
+
 /// A tenant-scoped transaction. Dropped without `commit`, it rolls back
 /// before its connection returns to the pool.
 pub struct Tx {
@@ -193,24 +239,11 @@ impl Tx {
     }
 
     /// Runs one statement: prepared and cached per connection, inside a
-    /// CLIENT span with OpenTelemetry database attributes, a WARN when
-    /// slower than the threshold. Every statement of the service goes here.
+    /// CLIENT span with OpenTelemetry database attributes, recorded in the
+    /// query stats and metrics, a `slow_query` event past the threshold.
+    /// Every statement of the service goes here (or through `copy_in`).
     pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
-        let (op, table) = shape(sql);
-        let span = tracing::info_span!(
-            "db.query",
-            otel.kind = "client",
-            otel.name = %format_args!("{op} {table}"),
-            db.system.name = "postgresql",
-            db.namespace = %self.settings.db_name,
-            db.operation.name = op,
-            db.collection.name = table,
-            db.query.text = sql,
-            server.address = %self.settings.server_address,
-            db.response.status_code = Empty,
-            db.duration_ms = Empty,
-        );
-        let start = Instant::now();
+        let (span, start) = self.statement_span(sql, None);
         let client = self.client();
         let result = async {
             // Filters make SQL shapes open-ended: bound the per-connection
@@ -223,46 +256,13 @@ impl Tx {
         }
         .instrument(span.clone())
         .await;
-        let elapsed = start.elapsed();
-        span.record("db.duration_ms", elapsed.as_secs_f64() * 1000.0);
-        if elapsed >= self.settings.slow_query {
-            let _g = span.enter();
-            tracing::warn!(
-                duration_ms = elapsed.as_millis() as u64,
-                threshold_ms = self.settings.slow_query.as_millis() as u64,
-                db.operation.name = op,
-                db.collection.name = table,
-                db.query.text = sql,
-                "slow query"
-            );
-        }
-        result.map_err(|e| {
-            if let Some(code) = e.code() {
-                span.record("db.response.status_code", code.code());
-            }
-            db_error(e)
-        })
+        self.finish_statement(&span, sql, start, result)
     }
 
     /// Binary `COPY ... FROM STDIN` of `rows` (each in `types` order), with
-    /// the same span, slow-statement log and error mapping as `query`.
+    /// the same span, stats, slow-statement event and error mapping as `query`.
     pub async fn copy_in(&self, sql: &str, types: &[Type], rows: &[&[Value]]) -> Result<u64, Error> {
-        let (op, table) = shape(sql);
-        let span = tracing::info_span!(
-            "db.query",
-            otel.kind = "client",
-            otel.name = %format_args!("{op} {table}"),
-            db.system.name = "postgresql",
-            db.namespace = %self.settings.db_name,
-            db.operation.name = op,
-            db.collection.name = table,
-            db.query.text = sql,
-            server.address = %self.settings.server_address,
-            db.response.status_code = Empty,
-            db.duration_ms = Empty,
-            db.rows = rows.len(),
-        );
-        let start = Instant::now();
+        let (span, start) = self.statement_span(sql, Some(rows.len()));
         let client = self.client();
         let result = async {
             let sink = client.copy_in(sql).await?;
@@ -278,8 +278,55 @@ impl Tx {
         }
         .instrument(span.clone())
         .await;
+        self.finish_statement(&span, sql, start, result)
+    }
+
+    fn statement_span(&self, sql: &str, rows: Option<usize>) -> (tracing::Span, Instant) {
+        let (op, table) = shape(sql);
+        let span = tracing::info_span!(
+            "db.query",
+            otel.kind = "client",
+            otel.name = %format_args!("{op}{}{table}", if table.is_empty() { "" } else { " " }),
+            db.system.name = "postgresql",
+            db.namespace = %self.settings.db_name,
+            db.operation.name = op,
+            db.collection.name = table,
+            db.query.text = sql,
+            server.address = %self.settings.server_address,
+            db.response.status_code = Empty,
+            db.duration_ms = Empty,
+            db.rows = rows,
+        );
+        (span, Instant::now())
+    }
+
+    fn finish_statement<T>(
+        &self,
+        span: &tracing::Span,
+        sql: &str,
+        start: Instant,
+        result: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, Error> {
+        let (op, table) = shape(sql);
         let elapsed = start.elapsed();
         span.record("db.duration_ms", elapsed.as_secs_f64() * 1000.0);
+        let slow = elapsed >= self.settings.slow_query;
+        self.settings.observe(sql, op, table, elapsed, slow);
+        if slow {
+            // One event, inside the statement's span: a `slow_query` span
+            // event for traces and one WARN line (with the trace id) for logs.
+            let _g = span.enter();
+            let rpc = crate::telemetry::current_rpc();
+            tracing::warn!(
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                threshold_ms = self.settings.slow_query.as_millis() as u64,
+                rpc = rpc.as_deref().unwrap_or("-"),
+                db.operation.name = op,
+                db.collection.name = table,
+                db.query.text = sql,
+                "slow_query"
+            );
+        }
         result.map_err(|e| {
             if let Some(code) = e.code() {
                 span.record("db.response.status_code", code.code());

@@ -1,7 +1,7 @@
 //! Test harness: a real server on port 0 against the real PostgreSQL test
 //! database, typed gRPC clients, and fresh tenants so tests own their data.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bi_data::{
     app::{self, Running},
@@ -23,14 +23,10 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://bi_data_owner:bi_data@127.0.0.1:5432/bi_data_test".into())
 }
 
-/// Logs of the tests go to the test output when RUST_LOG is set.
+/// The process's tracing subscriber: spans to the in-test OTLP receiver,
+/// logs to stderr when RUST_LOG is set.
 fn init_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        if std::env::var_os("RUST_LOG").is_some() {
-            bi_data::telemetry::init();
-        }
-    });
+    crate::otlp::global();
 }
 
 /// Parses serve flags exactly as the binary does.
@@ -49,6 +45,8 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
         SECRET,
         "--drain-timeout-ms",
         "3000",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv).expect("valid test flags").command {
@@ -60,6 +58,7 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub channel: Channel,
+    pub metrics_addr: SocketAddr,
     running: Option<Running>,
 }
 
@@ -80,8 +79,13 @@ impl TestApp {
         init_logs();
         let running = app::start(args).await.expect("server starts");
         let addr = running.addr;
+        let metrics_addr = running.metrics_addr;
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-        TestApp { addr, channel, running: Some(running) }
+        TestApp { addr, channel, metrics_addr, running: Some(running) }
+    }
+
+    pub fn query_stats(&self) -> Arc<bi_data::store::stats::QueryStats> {
+        self.running.as_ref().expect("running").query_stats()
     }
 
     pub async fn health(&self, service: &str) -> Option<ServingStatus> {

@@ -4,6 +4,8 @@
 mod common;
 mod jobs_crud;
 mod listing;
+mod observability;
 mod ops;
+mod otlp;
 mod scale;
 mod tenancy_auth;
