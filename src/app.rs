@@ -274,6 +274,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let stopping_tx = stopping.clone();
     let incoming = TcpListenerStream::new(listener);
     let task_store = store.clone();
+    let health_abort = health_task.abort_handle();
     let task = tokio::spawn(async move {
         let store = task_store;
         let serve = router.serve_with_incoming_shutdown(incoming, async move {
@@ -285,7 +286,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
             r = &mut serve => r.map_err(|e| Error::Internal(format!("server: {e}"))),
             () = async {
                 stopping.notified().await;
-                health_task.abort();
+                health_abort.abort();
                 set_health(&reporter, ServingStatus::NotServing).await;
                 tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: draining in-flight calls");
                 if tokio::time::timeout(drain, in_flight.wait_idle()).await.is_err() {
@@ -293,6 +294,8 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
                 }
             } => Ok(()),
         };
+        // The serve branch may finish first: stop the background tasks either way.
+        health_task.abort();
         purge_task.abort();
         metrics_task.abort();
         store.close();
