@@ -50,11 +50,7 @@ impl ApiResource for pb::Application {
             Value::Null,
             Value::Null,
         ];
-        if !e.is_empty() {
-            return Err(e);
-        }
-        let set = set_flags(&values);
-        Ok((values, set))
+        values_or_errors(values, e)
     }
 
     fn from_record(r: &Record) -> Self {
@@ -115,11 +111,7 @@ impl ApiResource for pb::EmployerResponse {
             Value::Null,
             Value::Null,
         ];
-        if !e.is_empty() {
-            return Err(e);
-        }
-        let set = set_flags(&values);
-        Ok((values, set))
+        values_or_errors(values, e)
     }
 
     fn from_record(r: &Record) -> Self {

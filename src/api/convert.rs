@@ -22,6 +22,19 @@ pub fn set_flags(values: &[Value]) -> Vec<bool> {
         .collect()
 }
 
+/// The result of a resource's `to_values`: the values with their "set"
+/// flags, or the conversion errors collected on the way.
+pub fn values_or_errors(
+    values: Vec<Value>,
+    errs: Vec<FieldViolation>,
+) -> Result<(Vec<Value>, Vec<bool>), Vec<FieldViolation>> {
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let set = set_flags(&values);
+    Ok((values, set))
+}
+
 pub fn text(s: &str) -> Value {
     if s.is_empty() { Value::Null } else { Value::Text(s.to_owned()) }
 }

@@ -83,11 +83,7 @@ impl ApiResource for pb::Job {
             Value::Null,
             Value::Null,
         ];
-        if !e.is_empty() {
-            return Err(e);
-        }
-        let set = set_flags(&values);
-        Ok((values, set))
+        values_or_errors(values, e)
     }
 
     fn from_record(r: &Record) -> Self {
