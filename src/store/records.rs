@@ -279,10 +279,18 @@ pub async fn list(
 
 /// Rows strictly after `after` in the order `keys` (ASC sorts NULLs last,
 /// DESC first: PostgreSQL's defaults, which the indexes follow).
+///
+/// The predicate must let PostgreSQL start the index scan at the page's
+/// position: otherwise page 1,000 reads the 999 pages before it again.
 fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<Value>) -> String {
     let all_same_dir = keys.iter().all(|(_, d)| *d == keys[0].1);
-    let no_nulls = keys.iter().zip(after).all(|((f, _), v)| !f.nullable && !v.is_null());
-    if all_same_dir && no_nulls {
+    let no_null_after = after.iter().all(|v| !v.is_null());
+    let desc = keys[0].1;
+    // A row comparison is exact when no NULL sorts after the position: the
+    // position has no NULL, and the keys are either NOT NULL or all DESC
+    // (NULLs first, so every NULL row is behind; the comparison yields NULL
+    // for them and excludes them).
+    if all_same_dir && no_null_after && (desc || keys.iter().all(|(f, _)| !f.nullable)) {
         // Row comparison: one index range scan.
         let cols: Vec<&str> = keys.iter().map(|(f, _)| f.column).collect();
         let mut ph = Vec::with_capacity(after.len());
@@ -290,7 +298,7 @@ fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<V
             params.push(v.clone());
             ph.push(format!("${}", params.len()));
         }
-        let op = if keys[0].1 { "<" } else { ">" };
+        let op = if desc { "<" } else { ">" };
         return format!("({}) {op} ({})", cols.join(", "), ph.join(", "));
     }
     let mut placeholders = Vec::with_capacity(after.len());
@@ -325,7 +333,19 @@ fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<V
         ands.push(gt);
         ors.push(format!("({})", ands.join(" AND ")));
     }
-    if ors.is_empty() { "FALSE".to_owned() } else { format!("({})", ors.join(" OR ")) }
+    if ors.is_empty() {
+        return "FALSE".to_owned();
+    }
+    let any = format!("({})", ors.join(" OR "));
+    // The OR form is no index range by itself; a redundant bound on the
+    // first key is, where one holds for every row after the position (DESC:
+    // NULLs are all behind; ASC: only when the key is NOT NULL).
+    let (f0, desc0) = keys[0];
+    if !after[0].is_null() && (desc0 || !f0.nullable) {
+        let op = if desc0 { "<=" } else { ">=" };
+        return format!("{} {op} {} AND {any}", f0.column, placeholders[0]);
+    }
+    any
 }
 
 /// The values of the sort keys of `rec`, for the next page token.
@@ -336,4 +356,50 @@ pub fn key_values(res: &'static Resource, keys: &[(&'static Field, bool)], rec: 
 /// Kinds of the sort keys, for decoding page tokens.
 pub fn key_kinds(keys: &[(&'static Field, bool)]) -> Vec<FieldKind> {
     keys.iter().map(|(f, _)| f.kind).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::JOB;
+
+    fn keys(names: &[(&str, bool)]) -> Vec<(&'static Field, bool)> {
+        names.iter().map(|(n, d)| (JOB.field(n).expect("field"), *d)).collect()
+    }
+
+    #[test]
+    fn keyset_predicates_are_index_ranges() {
+        let t = Value::Time(chrono::Utc::now());
+        let id = Value::Uuid(Uuid::nil());
+        let mut p = vec![Value::Null];
+        // Nullable key, DESC, position not NULL: a row comparison.
+        let sql = keyset_predicate(
+            &keys(&[("posting_time", true), ("id", true)]),
+            &[t.clone(), id.clone()],
+            &mut p,
+        );
+        assert_eq!(sql, "(posting_time, id) < ($2, $3)");
+        // Nullable key, ASC: NULLs follow, so the OR form (no bound).
+        let mut p = vec![Value::Null];
+        let sql = keyset_predicate(
+            &keys(&[("posting_time", false), ("id", false)]),
+            &[t.clone(), id.clone()],
+            &mut p,
+        );
+        assert_eq!(sql, "(((posting_time > $2 OR posting_time IS NULL)) OR (posting_time = $2 AND id > $3))");
+        // Mixed directions: the OR form with a bound on the first key.
+        let mut p = vec![Value::Null];
+        let title = Value::Text("x".into());
+        let sql = keyset_predicate(
+            &keys(&[("salary_max", true), ("title", false), ("id", false)]),
+            &[Value::Int(5), title, id.clone()],
+            &mut p,
+        );
+        assert!(sql.starts_with("salary_max <= $2 AND (("), "{sql}");
+        // A NULL position: no bound.
+        let mut p = vec![Value::Null];
+        let sql =
+            keyset_predicate(&keys(&[("posting_time", true), ("id", true)]), &[Value::Null, id], &mut p);
+        assert_eq!(sql, "((posting_time IS NOT NULL) OR (posting_time IS NULL AND id < $2))");
+    }
 }
