@@ -277,7 +277,7 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
         .unwrap_or("OTHER");
     let mut table = "";
     let mut prev = first;
-    for w in sql.split_whitespace() {
+    for w in sql.split_whitespace().skip(1) {
         if prev.eq_ignore_ascii_case("FROM")
             || prev.eq_ignore_ascii_case("INTO")
             || prev.eq_ignore_ascii_case("UPDATE")
