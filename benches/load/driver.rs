@@ -102,6 +102,19 @@ impl Stats {
         self.lat_us[i] as f64 / 1000.0
     }
 
+    /// Adds another run of the same operation (windows add up).
+    pub fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.window += other.window;
+        self.answered += other.answered;
+        self.lat_us.extend(other.lat_us);
+        self.lat_us.sort_unstable();
+    }
+
     pub fn from_parts(ok: u64, errors: u64, window: Duration, mut lat_us: Vec<u32>) -> Stats {
         lat_us.sort_unstable();
         Stats { ok, errors, first_error: None, window, answered: ok + errors, lat_us }

@@ -61,6 +61,10 @@ struct Args {
     /// Seconds of warm-up before each measurement.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// Service and baseline alternate this many times per scenario, each
+    /// time for duration / rounds.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// Concurrent streams (closed loop) or most in flight (open loop).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -97,6 +101,14 @@ struct Args {
     /// Database initialised with `pgbench -i` (skipped when unset).
     #[arg(long, env = "BENCH_PGBENCH_URL")]
     pgbench_url: Option<String>,
+    /// Extra environment of the started server, KEY=VALUE (repeatable),
+    /// e.g. --server-env TOKIO_WORKER_THREADS=1.
+    #[arg(long)]
+    server_env: Vec<String>,
+    /// Extra flags of the started server (repeatable), e.g.
+    /// --server-arg=--slow-query-ms=1000.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
     /// How many cold starts to time (process start to SERVING).
     #[arg(long, default_value_t = 3)]
     starts: usize,
@@ -128,19 +140,44 @@ impl Args {
     }
 }
 
-/// One measured run and what the machine did meanwhile.
+/// One measured run (or several merged) and what the machine did meanwhile.
 #[derive(Clone, Default)]
 struct Run {
     stats: Stats,
-    /// Server CPU (user + system), ms per 1,000 requests.
-    server_cpu: Option<f64>,
-    /// PostgreSQL backends of the bench database, ms per 1,000 requests.
-    pg_cpu: Option<f64>,
-    /// The load generator itself, ms per 1,000 requests.
-    client_cpu: Option<f64>,
+    /// Server CPU (user + system) over the window, in clock ticks.
+    server_ticks: Option<u64>,
+    /// CPU of the bench database's client backends, in clock ticks.
+    pg_ticks: u64,
+    /// CPU of the load generator itself, in clock ticks.
+    client_ticks: Option<u64>,
     rss_peak_kib: Option<u64>,
     /// Label of the load (e.g. "32 streams", "open 2000/s").
     load: String,
+}
+
+impl Run {
+    fn merge(&mut self, other: Run) {
+        self.stats.merge(other.stats);
+        self.server_ticks = match (self.server_ticks, other.server_ticks) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.pg_ticks += other.pg_ticks;
+        self.client_ticks = match (self.client_ticks, other.client_ticks) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.rss_peak_kib = self.rss_peak_kib.max(other.rss_peak_kib);
+        if self.load.is_empty() {
+            self.load = other.load;
+        }
+    }
+
+    /// CPU milliseconds per 1,000 answered requests.
+    fn per_1k(&self, ticks: Option<u64>, tck: f64) -> Option<f64> {
+        let n = self.stats.answered.max(1) as f64;
+        ticks.map(|t| t as f64 / tck * 1000.0 / n * 1000.0)
+    }
 }
 
 struct Row {
@@ -197,19 +234,35 @@ impl Bench {
             None => None,
         };
         let stats = task.await.unwrap_or_default();
-        let per_1k = |ticks: u64| {
-            let n = stats.answered.max(1) as f64;
-            ticks as f64 / self.tck * 1000.0 / n * 1000.0
-        };
         let pg: u64 = pg1.iter().filter_map(|(pid, t1)| pg0.get(pid).map(|t0| t1.saturating_sub(*t0))).sum();
         Run {
-            server_cpu: srv0.zip(srv1).map(|(a, b)| per_1k(b.saturating_sub(a))),
-            pg_cpu: Some(per_1k(pg)),
-            client_cpu: me0.zip(me1).map(|(a, b)| per_1k(b.saturating_sub(a))),
+            server_ticks: srv0.zip(srv1).map(|(a, b)| b.saturating_sub(a)),
+            pg_ticks: pg,
+            client_ticks: me0.zip(me1).map(|(a, b)| b.saturating_sub(a)),
             rss_peak_kib,
             stats,
             load: label,
         }
+    }
+
+    /// Service and baseline in `rounds` alternating halves (S B, B S, ...):
+    /// drift on a shared machine, and what one run leaves behind for the
+    /// next (dirty buffers, dead tuples), fall on both sides alike.
+    async fn compare(&self, service: Op, baseline: Op, load: Load) -> (Run, Run) {
+        let rounds = self.args.rounds.max(1);
+        let part = Load { duration: load.duration / rounds as u32, ..load };
+        let (mut s, mut b) = (Run::default(), Run::default());
+        for r in 0..rounds {
+            let label = load_label(&load);
+            if r % 2 == 0 {
+                s.merge(self.measure(service.clone(), part, label.clone()).await);
+                b.merge(self.measure(baseline.clone(), part, label).await);
+            } else {
+                b.merge(self.measure(baseline.clone(), part, label.clone()).await);
+                s.merge(self.measure(service.clone(), part, label).await);
+            }
+        }
+        (s, b)
     }
 }
 
@@ -305,6 +358,7 @@ async fn main() {
         args.duration = args.duration.min(2.0);
         args.warmup = args.warmup.min(0.5);
         args.starts = 1;
+        args.rounds = 1;
     }
     if let Err(e) = run(args).await {
         eprintln!("bench: error: {e}");
@@ -326,8 +380,14 @@ async fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&server_log);
     let (server, addr, server_pid) = match (&args.server_bin, &args.addr) {
         (Some(bin), _) => {
-            let extra: Vec<String> = Vec::new();
+            let extra = args.server_arg.clone();
+            let env: Vec<(String, String)> = args
+                .server_env
+                .iter()
+                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                .collect();
             let sa = sys::ServerArgs {
+                env: &env,
                 bin,
                 database_url: &args.database_url,
                 jwt_secret: &args.jwt_secret,
@@ -424,12 +484,16 @@ async fn run(args: Args) -> Result<(), String> {
             continue;
         }
         let name = kind.label(&ctx.list);
-        eprintln!("bench: {name}: service ({})", load_label(&load));
-        let s = bench.measure(scenarios::service_op(ctx.clone(), kind), load, load_label(&load)).await;
+        eprintln!("bench: {name}: service and baseline ({})", load_label(&load));
+        let (s, b) = bench
+            .compare(
+                scenarios::service_op(ctx.clone(), kind),
+                scenarios::baseline_op(ctx.clone(), kind),
+                load,
+            )
+            .await;
         rss_load_peak = rss_load_peak.max(s.rss_peak_kib.unwrap_or(0));
         report_errors(&name, "service", &s.stats);
-        eprintln!("bench: {name}: baseline");
-        let b = bench.measure(scenarios::baseline_op(ctx.clone(), kind), load, load_label(&load)).await;
         report_errors(&name, "baseline", &b.stats);
         rows.push(Row { name, service: Some(s), baseline: Some(b) });
     }
@@ -443,9 +507,14 @@ async fn run(args: Args) -> Result<(), String> {
         let open = args.load(args.concurrency.max(1000), Some(rate));
         let name = format!("GetJob open loop {rate:.0}/s");
         eprintln!("bench: {name}");
-        let s = bench.measure(scenarios::service_op(ctx.clone(), Kind::Get), open, load_label(&open)).await;
+        let (s, b) = bench
+            .compare(
+                scenarios::service_op(ctx.clone(), Kind::Get),
+                scenarios::baseline_op(ctx.clone(), Kind::Get),
+                open,
+            )
+            .await;
         report_errors(&name, "service", &s.stats);
-        let b = bench.measure(scenarios::baseline_op(ctx.clone(), Kind::Get), open, load_label(&open)).await;
         report_errors(&name, "baseline", &b.stats);
         rows.push(Row { name, service: Some(s), baseline: Some(b) });
     }
@@ -479,6 +548,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let report = render(&ReportIn {
         args,
+        tck: bench.tck,
         rows: &rows,
         pgbench: pgbench.as_ref(),
         start_times: &start_times,
@@ -508,6 +578,7 @@ fn report_errors(name: &str, side: &str, s: &Stats) {
 
 struct ReportIn<'a> {
     args: &'a Args,
+    tck: f64,
     rows: &'a [Row],
     pgbench: Option<&'a sys::Pgbench>,
     start_times: &'a [Duration],
@@ -544,10 +615,11 @@ fn render(r: &ReportIn<'_>) -> String {
     let _ = writeln!(o, "## bi-data load test\n");
     let _ = writeln!(
         o,
-        "{} jobs, one tenant; {} s per run after {} s warm-up; {} streams over {} HTTP/2 connections; \
+        "{} jobs, one tenant; {} s per side and scenario ({} alternating rounds, each after {} s warm-up); {} streams over {} HTTP/2 connections; \
          server and baseline pool {} connections; client, server and PostgreSQL on one machine: {}.",
         a.jobs,
         a.duration,
+        a.rounds,
         a.warmup,
         a.concurrency,
         a.connections,
@@ -585,12 +657,17 @@ fn render(r: &ReportIn<'_>) -> String {
             _ => "-".into(),
         };
         let load = s.or(b).map_or(String::new(), |x| x.load.clone());
-        let pg = format!("{} / {}", fmt_opt(s.and_then(|x| x.pg_cpu)), fmt_opt(b.and_then(|x| x.pg_cpu)));
+        let tck = r.tck;
+        let pg = format!(
+            "{} / {}",
+            fmt_opt(s.and_then(|x| x.per_1k(Some(x.pg_ticks), tck))),
+            fmt_opt(b.and_then(|x| x.per_1k(Some(x.pg_ticks), tck)))
+        );
         let _ = writeln!(
             o,
             "| {} | {load} | {sr} | {s50} | {s99} | {s999} | {se} | {br} | {b50} | {b99} | {b999} | {ratio} | {} | {pg} |",
             row.name,
-            fmt_opt(s.and_then(|x| x.server_cpu)),
+            fmt_opt(s.and_then(|x| x.per_1k(x.server_ticks, tck))),
         );
     }
     if let Some(p) = r.pgbench {
@@ -628,8 +705,9 @@ fn render(r: &ReportIn<'_>) -> String {
         .rows
         .iter()
         .filter_map(|row| {
-            let s = row.service.as_ref()?.client_cpu?;
-            let b = row.baseline.as_ref().and_then(|b| b.client_cpu);
+            let svc = row.service.as_ref()?;
+            let s = svc.per_1k(svc.client_ticks, r.tck)?;
+            let b = row.baseline.as_ref().and_then(|b| b.per_1k(b.client_ticks, r.tck));
             Some(format!("{} {} / {}", row.name, fmt_opt(Some(s)), fmt_opt(b)))
         })
         .collect();

@@ -93,6 +93,7 @@ pub struct ServerArgs<'a> {
     pub pool_size: usize,
     pub log: &'a Path,
     pub extra: &'a [String],
+    pub env: &'a [(String, String)],
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -117,6 +118,7 @@ impl Server {
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--pool-size", &a.pool_size.to_string()])
             .args(a.extra)
+            .envs(a.env.iter().map(|(k, v)| (k, v)))
             .env("DATABASE_URL", a.database_url)
             .env("JWT_SECRET", a.jwt_secret)
             .env_remove("MIGRATION_DATABASE_URL")
