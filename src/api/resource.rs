@@ -208,10 +208,7 @@ fn decode_items<R: ApiResource>(mut bytes: &[u8]) -> Result<Vec<R>, Error> {
 
 pub async fn get<R: ApiResource>(store: &Store, scope: &Scope, id: &str) -> Result<R, Error> {
     let id = parse_id("id", id)?;
-    let tx = store.begin_read(scope).await?;
-    let rec =
-        records::fetch(&tx, scope.tenant, R::RES, id, false).await?.ok_or_else(|| not_found::<R>(id))?;
-    tx.commit().await?;
+    let rec = records::read_one(store, scope, R::RES, id).await?.ok_or_else(|| not_found::<R>(id))?;
     Ok(R::from_record(&rec))
 }
 
@@ -231,9 +228,7 @@ pub async fn batch_get<R: ApiResource>(
         .enumerate()
         .map(|(i, s)| parse_id(&format!("ids[{i}]"), s))
         .collect::<Result<Vec<_>, _>>()?;
-    let tx = store.begin_read(scope).await?;
-    let rows = records::fetch_many(&tx, scope.tenant, R::RES, &parsed).await?;
-    tx.commit().await?;
+    let rows = records::read_many(store, scope, R::RES, &parsed).await?;
     let by_id: HashMap<Uuid, Record> = rows.into_iter().map(|r| (r.id(), r)).collect();
     parsed.iter().map(|id| by_id.get(id).map(R::from_record).ok_or_else(|| not_found::<R>(id))).collect()
 }
@@ -301,9 +296,7 @@ pub async fn list<R: ApiResource>(
         count: args.count,
         extra: None,
     };
-    let tx = store.begin_read(scope).await?;
-    let (mut rows, total) = records::list(&tx, scope.tenant, R::RES, &q).await?;
-    tx.commit().await?;
+    let (mut rows, total) = records::read_page(store, scope, R::RES, &q).await?;
     let next_page_token = if rows.len() > limit {
         rows.truncate(limit);
         let last = rows.last().expect("limit >= 1");

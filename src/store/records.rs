@@ -10,7 +10,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::{Tx, db_error, filter_sql, value_sql};
+use super::{Scope, Store, Tx, db_error, filter_sql, value_sql};
 use crate::{
     domain::{
         filter::Expr,
@@ -140,6 +140,30 @@ pub async fn fetch(
     tx.query_opt(stmt, &[&tenant, &id]).await?.map(|r| decode_row(res, &r)).transpose()
 }
 
+/// Fetches one row (deleted or not) in a read-only transaction of its own,
+/// in one round trip.
+pub async fn read_one(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    id: Uuid,
+) -> Result<Option<Record>, Error> {
+    let rows = store.read(scope, &[(&sql_for(res).fetch, &[&scope.tenant, &id])]).await?;
+    rows.into_iter().flatten().next().map(|r| decode_row(res, &r)).transpose()
+}
+
+/// Fetches rows by id, in no particular order, in a read-only transaction
+/// of their own (one round trip).
+pub async fn read_many(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    ids: &[Uuid],
+) -> Result<Vec<Record>, Error> {
+    let rows = store.read(scope, &[(&sql_for(res).fetch_many, &[&scope.tenant, &ids])]).await?;
+    decode_rows(res, &rows.into_iter().flatten().collect::<Vec<_>>())
+}
+
 /// Fetches rows by id, in no particular order.
 pub async fn fetch_many(
     tx: &Tx,
@@ -222,14 +246,16 @@ pub fn effective_order(res: &'static Resource, order: &[OrderKey]) -> Vec<(&'sta
     keys
 }
 
-/// One page of rows (up to `limit + 1`, so the caller knows whether more
-/// follow) and the exact count when asked.
-pub async fn list(
-    tx: &Tx,
-    tenant: Uuid,
-    res: &'static Resource,
-    q: &ListQuery<'_>,
-) -> Result<(Vec<Record>, Option<i64>), Error> {
+/// The statements of one list request: the page and, when asked, the count.
+struct ListSql {
+    page: String,
+    count: Option<String>,
+    params: Vec<Value>,
+    /// The count uses the first `count_params` parameters.
+    count_params: usize,
+}
+
+fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<ListSql, Error> {
     let mut params: Vec<Value> = vec![Value::Uuid(tenant)];
     let mut cond = String::from("tenant_id = $1");
     if res.soft_delete && !q.show_deleted {
@@ -244,15 +270,8 @@ pub async fn list(
             .map_err(|e| Error::invalid("filter", e.to_string()))?;
         let _ = write!(cond, " AND {sql}");
     }
-    let total = if q.count {
-        let sql = format!("SELECT count(*) FROM {} WHERE {cond}", res.table);
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        let row = tx.query_one(&sql, &refs).await?;
-        Some(row.try_get::<_, i64>(0).map_err(db_error)?)
-    } else {
-        None
-    };
+    let count = q.count.then(|| format!("SELECT count(*) FROM {} WHERE {cond}", res.table));
+    let count_params = params.len();
     let keys = effective_order(res, q.order);
     if let Some(after) = &q.after {
         if after.len() != keys.len() {
@@ -264,16 +283,66 @@ pub async fn list(
     let order_sql: Vec<String> =
         keys.iter().map(|(f, desc)| format!("{} {}", f.column, if *desc { "DESC" } else { "ASC" })).collect();
     params.push(Value::Int(q.limit as i64 + 1));
-    let sql = format!(
+    let page = format!(
         "SELECT {} FROM {} WHERE {cond} ORDER BY {} LIMIT ${}",
         sql_for(res).select,
         res.table,
         order_sql.join(", "),
         params.len()
     );
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-    let rows = tx.query(&sql, &refs).await?;
+    Ok(ListSql { page, count, params, count_params })
+}
+
+fn param_refs(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
+}
+
+fn count_of(rows: &[tokio_postgres::Row]) -> Result<i64, Error> {
+    rows.first()
+        .ok_or_else(|| Error::Internal("count returned no row".into()))?
+        .try_get::<_, i64>(0)
+        .map_err(db_error)
+}
+
+/// One page of rows (up to `limit + 1`, so the caller knows whether more
+/// follow) and the exact count when asked.
+pub async fn list(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    q: &ListQuery<'_>,
+) -> Result<(Vec<Record>, Option<i64>), Error> {
+    let sql = list_sql(tenant, res, q)?;
+    let refs = param_refs(&sql.params);
+    let total = match &sql.count {
+        Some(count) => Some(count_of(&tx.query(count, &refs[..sql.count_params]).await?)?),
+        None => None,
+    };
+    let rows = tx.query(&sql.page, &refs).await?;
+    Ok((decode_rows(res, &rows)?, total))
+}
+
+/// [`list`] in a read-only transaction of its own, in one round trip (the
+/// count, when asked, travels with the page).
+pub async fn read_page(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    q: &ListQuery<'_>,
+) -> Result<(Vec<Record>, Option<i64>), Error> {
+    let sql = list_sql(scope.tenant, res, q)?;
+    let refs = param_refs(&sql.params);
+    let mut statements: Vec<(&str, &super::Params<'_>)> = Vec::with_capacity(2);
+    if let Some(count) = &sql.count {
+        statements.push((count, &refs[..sql.count_params]));
+    }
+    statements.push((&sql.page, &refs));
+    let mut results = store.read(scope, &statements).await?;
+    let rows = results.pop().unwrap_or_default();
+    let total = match results.pop() {
+        Some(count) => Some(count_of(&count)?),
+        None => None,
+    };
     Ok((decode_rows(res, &rows)?, total))
 }
 
