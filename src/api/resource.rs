@@ -98,10 +98,23 @@ async fn remember<M: Message>(
     idempotency::finish(tx, scope, request_id, method, &resp.encode_to_vec()).await
 }
 
-async fn insert_one<R: ApiResource>(tx: &Tx, scope: &Scope, values: &[Value]) -> Result<R, Error> {
+/// Inserts, then writes the audit event and remembers the response (for a
+/// non-empty `request_id`). Those two do not depend on each other: they
+/// travel together, one round trip.
+async fn insert_one<R: ApiResource>(
+    tx: &Tx,
+    scope: &Scope,
+    values: &[Value],
+    request_id: &str,
+    method: &str,
+) -> Result<R, Error> {
     let rec = records::insert(tx, scope.tenant, R::RES, Uuid::now_v7(), values).await?;
-    audit::record(tx, scope, R::RES.name, rec.id(), Action::Create, None, Some(rec.to_json(R::RES))).await?;
-    Ok(R::from_record(&rec))
+    let created = R::from_record(&rec);
+    tokio::try_join!(
+        audit::record(tx, scope, R::RES.name, rec.id(), Action::Create, None, Some(rec.to_json(R::RES))),
+        remember(tx, scope, request_id, method, &created),
+    )?;
+    Ok(created)
 }
 
 pub async fn create<R: ApiResource>(
@@ -117,8 +130,7 @@ pub async fn create<R: ApiResource>(
     if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
         return Ok(prev);
     }
-    let created = insert_one::<R>(&tx, scope, &values).await?;
-    remember(&tx, scope, request_id, &method, &created).await?;
+    let created = insert_one::<R>(&tx, scope, &values, request_id, &method).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -175,9 +187,7 @@ pub async fn batch_create<R: ApiResource>(
             out.push(prev);
             continue;
         }
-        let created = insert_one::<R>(&tx, scope, values).await?;
-        remember(&tx, scope, item_request_id, &item_method, &created).await?;
-        out.push(created);
+        out.push(insert_one::<R>(&tx, scope, values, item_request_id, &item_method).await?);
     }
     if !request_id.is_empty() {
         idempotency::finish(&tx, scope, request_id, &method, &encode_items(&out)).await?;
@@ -376,22 +386,27 @@ pub async fn update<R: ApiResource>(
     R::normalize(&mut Fields::new(R::RES, &mut merged)).map_err(|e| prefixed(R::FIELD, e))?;
     let changed: Vec<usize> = (0..merged.len()).filter(|&i| merged[i] != current.values[i]).collect();
     let result = if changed.is_empty() {
-        R::from_record(&current)
+        let result = R::from_record(&current);
+        remember(&tx, scope, request_id, &method, &result).await?;
+        result
     } else {
         let rec = records::update(&tx, scope.tenant, R::RES, id, &merged, &changed).await?;
-        audit::record(
-            &tx,
-            scope,
-            R::RES.name,
-            id,
-            Action::Update,
-            Some(current.to_json(R::RES)),
-            Some(rec.to_json(R::RES)),
-        )
-        .await?;
-        R::from_record(&rec)
+        let result = R::from_record(&rec);
+        // Independent of each other: one round trip.
+        tokio::try_join!(
+            audit::record(
+                &tx,
+                scope,
+                R::RES.name,
+                id,
+                Action::Update,
+                Some(current.to_json(R::RES)),
+                Some(rec.to_json(R::RES)),
+            ),
+            remember(&tx, scope, request_id, &method, &result),
+        )?;
+        result
     };
-    remember(&tx, scope, request_id, &method, &result).await?;
     tx.commit().await?;
     Ok(result)
 }
@@ -426,18 +441,20 @@ pub async fn set_deleted<R: ApiResource>(
     check_etag::<R>(etag, &current)?;
     let rec = records::set_deleted(&tx, scope.tenant, R::RES, id, deleted).await?;
     let action = if deleted { Action::Delete } else { Action::Undelete };
-    audit::record(
-        &tx,
-        scope,
-        R::RES.name,
-        id,
-        action,
-        Some(current.to_json(R::RES)),
-        Some(rec.to_json(R::RES)),
-    )
-    .await?;
     let result = R::from_record(&rec);
-    remember(&tx, scope, request_id, &method, &result).await?;
+    // Independent of each other: one round trip.
+    tokio::try_join!(
+        audit::record(
+            &tx,
+            scope,
+            R::RES.name,
+            id,
+            action,
+            Some(current.to_json(R::RES)),
+            Some(rec.to_json(R::RES)),
+        ),
+        remember(&tx, scope, request_id, &method, &result),
+    )?;
     tx.commit().await?;
     Ok(result)
 }
