@@ -29,7 +29,8 @@ use crate::{
 #[derive(Parser, Debug)]
 #[command(
     name = "load",
-    about = "bi-data load generator: service vs. direct SQL, same data, same concurrency"
+    about = "bi-data load generator: service vs. direct SQL, same data, same concurrency",
+    args_override_self = true
 )]
 struct Args {
     /// Benchmark database, as its owner role (data is loaded with COPY).
