@@ -89,7 +89,8 @@ stage "cargo bench --no-run (load generator)" cargo bench --locked --bench load 
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/bi-data
 [[ -x $BIN ]] || die "no binary at $BIN"
 
-stage "bi-data migrate ($BENCH_DB)" env DATABASE_URL="$BENCH_DATABASE_URL" MIGRATION_DATABASE_URL="$BENCH_DATABASE_URL" "$BIN" migrate
+migrate() { env DATABASE_URL="$BENCH_DATABASE_URL" MIGRATION_DATABASE_URL="$BENCH_DATABASE_URL" "$BIN" migrate >&2; }
+stage "bi-data migrate ($BENCH_DB)" migrate
 
 step_begin "pgbench data ($PGBENCH_DB, scale $PGBENCH_SCALE)"
 have_accounts=$(psql "$BENCH_PGBENCH_URL" -X -q -w -At -c "SELECT to_regclass('pgbench_accounts') IS NOT NULL" </dev/null)
