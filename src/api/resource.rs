@@ -145,11 +145,24 @@ async fn remember<M: Message>(
     idempotency::finish(tx, scope, request_id, method, &resp.encode_to_vec()).await
 }
 
-async fn insert_one<R: ApiResource>(tx: &Tx, scope: &Scope, values: &[Value]) -> Result<R, Error> {
+/// Inserts, then writes the audit event and remembers the response (for a
+/// non-empty `request_id`). Those two do not depend on each other: they
+/// travel together, one round trip.
+async fn insert_one<R: ApiResource>(
+    tx: &Tx,
+    scope: &Scope,
+    values: &[Value],
+    request_id: &str,
+    method: &str,
+) -> Result<R, Error> {
     check_parents::<R>(tx, scope, values, None).await?;
     let rec = records::insert(tx, scope.tenant, R::RES, Uuid::now_v7(), values).await?;
-    audit::record(tx, scope, R::RES.name, rec.id(), Action::Create, None, Some(rec.to_json(R::RES))).await?;
-    Ok(R::from_record(&rec))
+    let created = R::from_record(&rec);
+    tokio::try_join!(
+        audit::record(tx, scope, R::RES.name, rec.id(), Action::Create, None, Some(rec.to_json(R::RES))),
+        remember(tx, scope, request_id, method, &created),
+    )?;
+    Ok(created)
 }
 
 pub async fn create<R: ApiResource>(
@@ -165,8 +178,7 @@ pub async fn create<R: ApiResource>(
     if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
         return Ok(prev);
     }
-    let created = insert_one::<R>(&tx, scope, &values).await?;
-    remember(&tx, scope, request_id, &method, &created).await?;
+    let created = insert_one::<R>(&tx, scope, &values, request_id, &method).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -223,9 +235,7 @@ pub async fn batch_create<R: ApiResource>(
             out.push(prev);
             continue;
         }
-        let created = insert_one::<R>(&tx, scope, values).await?;
-        remember(&tx, scope, item_request_id, &item_method, &created).await?;
-        out.push(created);
+        out.push(insert_one::<R>(&tx, scope, values, item_request_id, &item_method).await?);
     }
     if !request_id.is_empty() {
         idempotency::finish(&tx, scope, request_id, &method, &encode_items(&out)).await?;
@@ -256,10 +266,7 @@ fn decode_items<R: ApiResource>(mut bytes: &[u8]) -> Result<Vec<R>, Error> {
 
 pub async fn get<R: ApiResource>(store: &Store, scope: &Scope, id: &str) -> Result<R, Error> {
     let id = parse_id("id", id)?;
-    let tx = store.begin_read(scope).await?;
-    let rec =
-        records::fetch(&tx, scope.tenant, R::RES, id, false).await?.ok_or_else(|| not_found::<R>(id))?;
-    tx.commit().await?;
+    let rec = records::read_one(store, scope, R::RES, id).await?.ok_or_else(|| not_found::<R>(id))?;
     Ok(R::from_record(&rec))
 }
 
@@ -279,9 +286,7 @@ pub async fn batch_get<R: ApiResource>(
         .enumerate()
         .map(|(i, s)| parse_id(&format!("ids[{i}]"), s))
         .collect::<Result<Vec<_>, _>>()?;
-    let tx = store.begin_read(scope).await?;
-    let rows = records::fetch_many(&tx, scope.tenant, R::RES, &parsed).await?;
-    tx.commit().await?;
+    let rows = records::read_many(store, scope, R::RES, &parsed).await?;
     let by_id: HashMap<Uuid, Record> = rows.into_iter().map(|r| (r.id(), r)).collect();
     parsed.iter().map(|id| by_id.get(id).map(R::from_record).ok_or_else(|| not_found::<R>(id))).collect()
 }
@@ -359,9 +364,7 @@ pub async fn list<R: ApiResource>(
         count: args.count,
         extra: None,
     };
-    let tx = store.begin_read(scope).await?;
-    let (mut rows, total) = records::list(&tx, scope.tenant, R::RES, &q).await?;
-    tx.commit().await?;
+    let (mut rows, total) = records::read_page(store, scope, R::RES, &q).await?;
     let next_page_token = if rows.len() > limit {
         rows.truncate(limit);
         let last = rows.last().expect("limit >= 1");
@@ -441,23 +444,28 @@ pub async fn update<R: ApiResource>(
     normalize::<R>(&mut merged).map_err(|e| prefixed(R::FIELD, e))?;
     let changed: Vec<usize> = (0..merged.len()).filter(|&i| merged[i] != current.values[i]).collect();
     let result = if changed.is_empty() {
-        R::from_record(&current)
+        let result = R::from_record(&current);
+        remember(&tx, scope, request_id, &method, &result).await?;
+        result
     } else {
         check_parents::<R>(&tx, scope, &merged, Some(&changed)).await?;
         let rec = records::update(&tx, scope.tenant, R::RES, id, &merged, &changed).await?;
-        audit::record(
-            &tx,
-            scope,
-            R::RES.name,
-            id,
-            Action::Update,
-            Some(current.to_json(R::RES)),
-            Some(rec.to_json(R::RES)),
-        )
-        .await?;
-        R::from_record(&rec)
+        let result = R::from_record(&rec);
+        // Independent of each other: one round trip.
+        tokio::try_join!(
+            audit::record(
+                &tx,
+                scope,
+                R::RES.name,
+                id,
+                Action::Update,
+                Some(current.to_json(R::RES)),
+                Some(rec.to_json(R::RES)),
+            ),
+            remember(&tx, scope, request_id, &method, &result),
+        )?;
+        result
     };
-    remember(&tx, scope, request_id, &method, &result).await?;
     tx.commit().await?;
     Ok(result)
 }
@@ -492,16 +500,6 @@ pub async fn set_deleted<R: ApiResource>(
     check_etag::<R>(etag, &current)?;
     let rec = records::set_deleted(&tx, scope.tenant, R::RES, id, deleted).await?;
     let action = if deleted { Action::Delete } else { Action::Undelete };
-    audit::record(
-        &tx,
-        scope,
-        R::RES.name,
-        id,
-        action,
-        Some(current.to_json(R::RES)),
-        Some(rec.to_json(R::RES)),
-    )
-    .await?;
     // Children follow: deleted at the parent's delete_time, and on undelete
     // exactly those (same delete_time) come back.
     let delete_time = R::RES.index_of("delete_time").expect("soft delete");
@@ -523,7 +521,19 @@ pub async fn set_deleted<R: ApiResource>(
         }
     }
     let result = R::from_record(&rec);
-    remember(&tx, scope, request_id, &method, &result).await?;
+    // Independent of each other: one round trip.
+    tokio::try_join!(
+        audit::record(
+            &tx,
+            scope,
+            R::RES.name,
+            id,
+            action,
+            Some(current.to_json(R::RES)),
+            Some(rec.to_json(R::RES)),
+        ),
+        remember(&tx, scope, request_id, &method, &result),
+    )?;
     tx.commit().await?;
     Ok(result)
 }

@@ -15,14 +15,20 @@ pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Re
         return Err(Error::invalid("request_id", "request_id is longer than 36 characters"));
     }
     let key = format!("{}/{request_id}", scope.tenant);
-    tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
+    // One round trip: the lookup runs once the lock is held, with a
+    // snapshot taken then (READ COMMITTED), so it sees the holder's commit.
     let row = tx
-        .query_opt(
-            "SELECT method, response FROM idempotency_keys \
-             WHERE tenant_id = $1 AND request_id = $2 AND create_time > now() - interval '24 hours'",
-            &[&scope.tenant, &request_id],
-        )
-        .await?;
+        .query_pipelined(&[
+            ("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]),
+            (
+                "SELECT method, response FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND request_id = $2 AND create_time > now() - interval '24 hours'",
+                &[&scope.tenant, &request_id],
+            ),
+        ])
+        .await?
+        .pop()
+        .and_then(|rows| rows.into_iter().next());
     match row {
         None => Ok(None),
         Some(row) => {

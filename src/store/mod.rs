@@ -14,7 +14,10 @@ pub mod stats;
 mod value_sql;
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -40,6 +43,40 @@ pub const MAX_CACHED_STATEMENTS: usize = 256;
 /// The role every pooled connection switches to: owns no table, has no
 /// BYPASSRLS, so row-level security always applies.
 pub const APP_ROLE: &str = "bi_data_app";
+
+/// Scopes a transaction: its tenant (what RLS compares rows with) and its
+/// statement timeout, both local to the transaction.
+const SET_SCOPE: &str =
+    "SELECT set_config('app.tenant_id', $1, true), set_config('statement_timeout', $2, true)";
+
+fn scope_values(scope: &Scope) -> (String, String) {
+    (scope.tenant.to_string(), format!("{}ms", scope.timeout.as_millis()))
+}
+
+/// Awaits futures together, polling them in the order given. tokio-postgres
+/// sends a request when its future is first polled, so requests leave in
+/// this order, in one write, and their answers come back in it.
+async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
+}
 
 /// Who a transaction runs for and how long its statements may take.
 #[derive(Clone, Debug)]
@@ -167,7 +204,7 @@ impl Store {
         self.begin_on(self.replica.as_ref().unwrap_or(&self.primary), scope, true).await
     }
 
-    async fn begin_on(&self, pool: &Pool, scope: &Scope, read_only: bool) -> Result<Tx, Error> {
+    async fn checkout(&self, pool: &Pool) -> Result<Tx, Error> {
         let client = {
             let span = tracing::info_span!("db.pool.wait", db.system.name = "postgresql");
             let waited = Instant::now();
@@ -180,20 +217,62 @@ impl Store {
                 .observe(waited.elapsed().as_secs_f64());
             client.map_err(pool_error)?
         };
-        let mut tx = Tx { client: Some(client), settings: self.settings.clone(), open: false };
-        tx.client()
-            .batch_execute(if read_only { "BEGIN READ ONLY" } else { "BEGIN" })
-            .await
-            .map_err(db_error)?;
-        tx.open = true;
-        let timeout = format!("{}ms", scope.timeout.as_millis());
-        let tenant = scope.tenant.to_string();
-        tx.query(
-            "SELECT set_config('app.tenant_id', $1, true), set_config('statement_timeout', $2, true)",
-            &[&tenant, &timeout],
-        )
-        .await?;
+        Ok(Tx { client: Some(client), settings: self.settings.clone(), open: false })
+    }
+
+    async fn begin_on(&self, pool: &Pool, scope: &Scope, read_only: bool) -> Result<Tx, Error> {
+        let mut tx = self.checkout(pool).await?;
+        tx.start(scope, read_only).await?;
         Ok(tx)
+    }
+
+    /// Runs `statements` in a read-only transaction of their own (on the
+    /// replica when there is one) in **one round trip**: BEGIN, the scope,
+    /// the statements and COMMIT are sent together and the answers read
+    /// together. Returns each statement's rows, in order; on any failure
+    /// nothing is kept (a failed transaction's COMMIT rolls back).
+    pub async fn read(
+        &self,
+        scope: &Scope,
+        statements: &[(&str, &Params<'_>)],
+    ) -> Result<Vec<Vec<Row>>, Error> {
+        let pool = self.replica.as_ref().unwrap_or(&self.primary);
+        let mut tx = self.checkout(pool).await?;
+        let set_scope = match (tx.prepare_all(statements).await, tx.prepare_scope().await) {
+            (true, Ok(stmt)) => stmt,
+            _ => {
+                // A statement that does not prepare: take the plain path, so
+                // its error is reported through `Tx::query` like any other.
+                tx.start(scope, true).await?;
+                let mut out = Vec::with_capacity(statements.len());
+                for (sql, params) in statements {
+                    out.push(tx.query(sql, params).await?);
+                }
+                tx.commit().await?;
+                return Ok(out);
+            }
+        };
+        let (tenant, timeout) = scope_values(scope);
+        let scope_params: [&(dyn ToSql + Sync); 2] = [&tenant, &timeout];
+        tx.open = true;
+        // Requests leave in the order their futures are first polled
+        // (`biased`): BEGIN, the scope, the statements, COMMIT. Every
+        // statement is prepared already, so each sends on its first poll.
+        let (begun, scoped, results, committed) = tokio::join!(
+            biased;
+            tx.client().batch_execute("BEGIN READ ONLY"),
+            tx.client().query(&set_scope, &scope_params),
+            in_order(statements.iter().map(|(sql, params)| tx.query(sql, params)).collect()),
+            tx.client().batch_execute("COMMIT"),
+        );
+        // COMMIT answered: the transaction is over (committed, or rolled
+        // back if a statement failed).
+        tx.open = committed.is_err();
+        begun.map_err(db_error)?;
+        scoped.map_err(db_error)?;
+        let rows = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        committed.map_err(db_error)?;
+        Ok(rows)
     }
 
     /// `SELECT 1` through the pool, bounded: the health probe.
@@ -238,10 +317,68 @@ impl Tx {
         self.client.as_ref().expect("client is present until drop")
     }
 
+    /// BEGIN and the scope (tenant, statement timeout) in one round trip:
+    /// both requests are sent before either answer is awaited. From the
+    /// first request on, dropping the transaction rolls it back.
+    async fn start(&mut self, scope: &Scope, read_only: bool) -> Result<(), Error> {
+        let set_scope = self.prepare_scope().await?;
+        let (tenant, timeout) = scope_values(scope);
+        let scope_params: [&(dyn ToSql + Sync); 2] = [&tenant, &timeout];
+        self.open = true;
+        let (begun, scoped) = tokio::join!(
+            biased;
+            self.client().batch_execute(if read_only { "BEGIN READ ONLY" } else { "BEGIN" }),
+            self.client().query(&set_scope, &scope_params),
+        );
+        begun.map_err(db_error)?;
+        scoped.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The scope statement, prepared once per connection. Like BEGIN and
+    /// COMMIT it is transaction control, sent directly rather than through
+    /// `query`.
+    async fn prepare_scope(&self) -> Result<tokio_postgres::Statement, Error> {
+        self.client().prepare_cached(SET_SCOPE).await.map_err(db_error)
+    }
+
+    /// Prepares (or finds cached) every statement; false if one fails.
+    async fn prepare_all(&self, statements: &[(&str, &Params<'_>)]) -> bool {
+        for (sql, _) in statements {
+            if self.client().prepare_cached(sql).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs statements in one round trip, in order, inside this
+    /// transaction; returns each one's rows. A later statement runs after
+    /// the earlier ones completed (each starts with a fresh snapshot in READ
+    /// COMMITTED), but without waiting for their answers: use it for
+    /// statements that do not depend on each other's results.
+    pub async fn query_pipelined(&self, statements: &[(&str, &Params<'_>)]) -> Result<Vec<Vec<Row>>, Error> {
+        if !self.prepare_all(statements).await {
+            let mut out = Vec::with_capacity(statements.len());
+            for (sql, params) in statements {
+                out.push(self.query(sql, params).await?);
+            }
+            return Ok(out);
+        }
+        in_order(statements.iter().map(|(sql, params)| self.query(sql, params)).collect())
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// Runs one statement: prepared and cached per connection, inside a
     /// CLIENT span with OpenTelemetry database attributes, recorded in the
     /// query stats and metrics, a `slow_query` event past the threshold.
     /// Every statement of the service goes here (or through `copy_in`).
+    ///
+    /// Pipelining (`Store::read`, `query_pipelined`) relies on this: when
+    /// the statement is already prepared on the connection, the request is
+    /// sent on the future's first poll (nothing awaited before it).
     pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
         let (span, start) = self.statement_span(sql, None);
         let client = self.client();

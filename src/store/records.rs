@@ -10,7 +10,7 @@ use std::{
 
 use uuid::Uuid;
 
-use super::{Tx, db_error, filter_sql, value_sql};
+use super::{Scope, Store, Tx, db_error, filter_sql, value_sql};
 use crate::{
     domain::{
         filter::Expr,
@@ -145,6 +145,30 @@ pub async fn fetch(
     tx.query_opt(stmt, &[&tenant, &id]).await?.map(|r| decode_row(res, &r)).transpose()
 }
 
+/// Fetches one row (deleted or not) in a read-only transaction of its own,
+/// in one round trip.
+pub async fn read_one(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    id: Uuid,
+) -> Result<Option<Record>, Error> {
+    let rows = store.read(scope, &[(&sql_for(res).fetch, &[&scope.tenant, &id])]).await?;
+    rows.into_iter().flatten().next().map(|r| decode_row(res, &r)).transpose()
+}
+
+/// Fetches rows by id, in no particular order, in a read-only transaction
+/// of their own (one round trip).
+pub async fn read_many(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    ids: &[Uuid],
+) -> Result<Vec<Record>, Error> {
+    let rows = store.read(scope, &[(&sql_for(res).fetch_many, &[&scope.tenant, &ids])]).await?;
+    decode_rows(res, &rows.into_iter().flatten().collect::<Vec<_>>())
+}
+
 /// Fetches rows by id, in no particular order.
 pub async fn fetch_many(
     tx: &Tx,
@@ -270,14 +294,16 @@ pub fn effective_order(res: &'static Resource, order: &[OrderKey]) -> Vec<(&'sta
     keys
 }
 
-/// One page of rows (up to `limit + 1`, so the caller knows whether more
-/// follow) and the exact count when asked.
-pub async fn list(
-    tx: &Tx,
-    tenant: Uuid,
-    res: &'static Resource,
-    q: &ListQuery<'_>,
-) -> Result<(Vec<Record>, Option<i64>), Error> {
+/// The statements of one list request: the page and, when asked, the count.
+struct ListSql {
+    page: String,
+    count: Option<String>,
+    params: Vec<Value>,
+    /// The count uses the first `count_params` parameters.
+    count_params: usize,
+}
+
+fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<ListSql, Error> {
     let mut params: Vec<Value> = vec![Value::Uuid(tenant)];
     let mut cond = String::from("tenant_id = $1");
     if res.soft_delete && !q.show_deleted {
@@ -292,15 +318,8 @@ pub async fn list(
             .map_err(|e| Error::invalid("filter", e.to_string()))?;
         let _ = write!(cond, " AND {sql}");
     }
-    let total = if q.count {
-        let sql = format!("SELECT count(*) FROM {} WHERE {cond}", res.table);
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        let row = tx.query_one(&sql, &refs).await?;
-        Some(row.try_get::<_, i64>(0).map_err(db_error)?)
-    } else {
-        None
-    };
+    let count = q.count.then(|| format!("SELECT count(*) FROM {} WHERE {cond}", res.table));
+    let count_params = params.len();
     let keys = effective_order(res, q.order);
     if let Some(after) = &q.after {
         if after.len() != keys.len() {
@@ -312,25 +331,83 @@ pub async fn list(
     let order_sql: Vec<String> =
         keys.iter().map(|(f, desc)| format!("{} {}", f.column, if *desc { "DESC" } else { "ASC" })).collect();
     params.push(Value::Int(q.limit as i64 + 1));
-    let sql = format!(
+    let page = format!(
         "SELECT {} FROM {} WHERE {cond} ORDER BY {} LIMIT ${}",
         sql_for(res).select,
         res.table,
         order_sql.join(", "),
         params.len()
     );
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-    let rows = tx.query(&sql, &refs).await?;
+    Ok(ListSql { page, count, params, count_params })
+}
+
+fn param_refs(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
+}
+
+fn count_of(rows: &[tokio_postgres::Row]) -> Result<i64, Error> {
+    rows.first()
+        .ok_or_else(|| Error::Internal("count returned no row".into()))?
+        .try_get::<_, i64>(0)
+        .map_err(db_error)
+}
+
+/// One page of rows (up to `limit + 1`, so the caller knows whether more
+/// follow) and the exact count when asked.
+pub async fn list(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    q: &ListQuery<'_>,
+) -> Result<(Vec<Record>, Option<i64>), Error> {
+    let sql = list_sql(tenant, res, q)?;
+    let refs = param_refs(&sql.params);
+    let total = match &sql.count {
+        Some(count) => Some(count_of(&tx.query(count, &refs[..sql.count_params]).await?)?),
+        None => None,
+    };
+    let rows = tx.query(&sql.page, &refs).await?;
+    Ok((decode_rows(res, &rows)?, total))
+}
+
+/// [`list`] in a read-only transaction of its own, in one round trip (the
+/// count, when asked, travels with the page).
+pub async fn read_page(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    q: &ListQuery<'_>,
+) -> Result<(Vec<Record>, Option<i64>), Error> {
+    let sql = list_sql(scope.tenant, res, q)?;
+    let refs = param_refs(&sql.params);
+    let mut statements: Vec<(&str, &super::Params<'_>)> = Vec::with_capacity(2);
+    if let Some(count) = &sql.count {
+        statements.push((count, &refs[..sql.count_params]));
+    }
+    statements.push((&sql.page, &refs));
+    let mut results = store.read(scope, &statements).await?;
+    let rows = results.pop().unwrap_or_default();
+    let total = match results.pop() {
+        Some(count) => Some(count_of(&count)?),
+        None => None,
+    };
     Ok((decode_rows(res, &rows)?, total))
 }
 
 /// Rows strictly after `after` in the order `keys` (ASC sorts NULLs last,
 /// DESC first: PostgreSQL's defaults, which the indexes follow).
+///
+/// The predicate must let PostgreSQL start the index scan at the page's
+/// position: otherwise page 1,000 reads the 999 pages before it again.
 fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<Value>) -> String {
     let all_same_dir = keys.iter().all(|(_, d)| *d == keys[0].1);
-    let no_nulls = keys.iter().zip(after).all(|((f, _), v)| !f.nullable && !v.is_null());
-    if all_same_dir && no_nulls {
+    let no_null_after = after.iter().all(|v| !v.is_null());
+    let desc = keys[0].1;
+    // A row comparison is exact when no NULL sorts after the position: the
+    // position has no NULL, and the keys are either NOT NULL or all DESC
+    // (NULLs first, so every NULL row is behind; the comparison yields NULL
+    // for them and excludes them).
+    if all_same_dir && no_null_after && (desc || keys.iter().all(|(f, _)| !f.nullable)) {
         // Row comparison: one index range scan.
         let cols: Vec<&str> = keys.iter().map(|(f, _)| f.column).collect();
         let mut ph = Vec::with_capacity(after.len());
@@ -338,7 +415,7 @@ fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<V
             params.push(v.clone());
             ph.push(format!("${}", params.len()));
         }
-        let op = if keys[0].1 { "<" } else { ">" };
+        let op = if desc { "<" } else { ">" };
         return format!("({}) {op} ({})", cols.join(", "), ph.join(", "));
     }
     let mut placeholders = Vec::with_capacity(after.len());
@@ -373,7 +450,19 @@ fn keyset_predicate(keys: &[(&Field, bool)], after: &[Value], params: &mut Vec<V
         ands.push(gt);
         ors.push(format!("({})", ands.join(" AND ")));
     }
-    if ors.is_empty() { "FALSE".to_owned() } else { format!("({})", ors.join(" OR ")) }
+    if ors.is_empty() {
+        return "FALSE".to_owned();
+    }
+    let any = format!("({})", ors.join(" OR "));
+    // The OR form is no index range by itself; a redundant bound on the
+    // first key is, where one holds for every row after the position (DESC:
+    // NULLs are all behind; ASC: only when the key is NOT NULL).
+    let (f0, desc0) = keys[0];
+    if !after[0].is_null() && (desc0 || !f0.nullable) {
+        let op = if desc0 { "<=" } else { ">=" };
+        return format!("{} {op} {} AND {any}", f0.column, placeholders[0]);
+    }
+    any
 }
 
 /// The values of the sort keys of `rec`, for the next page token.
@@ -384,4 +473,50 @@ pub fn key_values(res: &'static Resource, keys: &[(&'static Field, bool)], rec: 
 /// Kinds of the sort keys, for decoding page tokens.
 pub fn key_kinds(keys: &[(&'static Field, bool)]) -> Vec<FieldKind> {
     keys.iter().map(|(f, _)| f.kind).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::JOB;
+
+    fn keys(names: &[(&str, bool)]) -> Vec<(&'static Field, bool)> {
+        names.iter().map(|(n, d)| (JOB.field(n).expect("field"), *d)).collect()
+    }
+
+    #[test]
+    fn keyset_predicates_are_index_ranges() {
+        let t = Value::Time(chrono::Utc::now());
+        let id = Value::Uuid(Uuid::nil());
+        let mut p = vec![Value::Null];
+        // Nullable key, DESC, position not NULL: a row comparison.
+        let sql = keyset_predicate(
+            &keys(&[("posting_time", true), ("id", true)]),
+            &[t.clone(), id.clone()],
+            &mut p,
+        );
+        assert_eq!(sql, "(posting_time, id) < ($2, $3)");
+        // Nullable key, ASC: NULLs follow, so the OR form (no bound).
+        let mut p = vec![Value::Null];
+        let sql = keyset_predicate(
+            &keys(&[("posting_time", false), ("id", false)]),
+            &[t.clone(), id.clone()],
+            &mut p,
+        );
+        assert_eq!(sql, "(((posting_time > $2 OR posting_time IS NULL)) OR (posting_time = $2 AND id > $3))");
+        // Mixed directions: the OR form with a bound on the first key.
+        let mut p = vec![Value::Null];
+        let title = Value::Text("x".into());
+        let sql = keyset_predicate(
+            &keys(&[("salary_max", true), ("title", false), ("id", false)]),
+            &[Value::Int(5), title, id.clone()],
+            &mut p,
+        );
+        assert!(sql.starts_with("salary_max <= $2 AND (("), "{sql}");
+        // A NULL position: no bound.
+        let mut p = vec![Value::Null];
+        let sql =
+            keyset_predicate(&keys(&[("posting_time", true), ("id", true)]), &[Value::Null, id], &mut p);
+        assert_eq!(sql, "((posting_time IS NOT NULL) OR (posting_time IS NULL AND id < $2))");
+    }
 }

@@ -251,6 +251,13 @@ async fn pages_through_ten_thousand_rows_exactly_once() {
     let pt = |j: &pb::Job| j.posting_time.map_or(i64::MAX, |t| t.seconds);
     assert!(rows.windows(2).all(|w| pt(&w[0]) <= pt(&w[1])));
 
+    // Nullable key descending (NULLs first): pages continue by row comparison.
+    let rows = page_through(&app, &t, filter, "posting_time desc", 400).await;
+    assert_eq!(rows.iter().map(|j| j.id.clone()).collect::<HashSet<_>>(), expected);
+    assert_eq!(rows.len(), expected.len());
+    let pt_desc = |j: &pb::Job| std::cmp::Reverse(j.posting_time.map_or(i64::MAX, |t| t.seconds));
+    assert!(rows.windows(2).all(|w| pt_desc(&w[0]) <= pt_desc(&w[1])));
+
     // Default order (create_time desc), no filter, max page size.
     let all = page_through(&app, &t, "", "", 1000).await;
     assert_eq!(all.len(), n);

@@ -116,7 +116,10 @@ async fn spans_reach_an_otlp_receiver_under_the_callers_trace() {
     let db_name = database_url().parse::<tokio_postgres::Config>().unwrap().get_dbname().unwrap().to_owned();
     let server_ids: Vec<&str> = servers.iter().map(|s| s.span_id.as_str()).collect();
     let statements: Vec<&RSpan> = spans.iter().filter(|s| s.kind == CLIENT).collect();
-    assert!(statements.len() >= 10, "{statements:#?}");
+    // The calls' own statements: 2 inserts + audit for the creates, 3 selects.
+    // (Transaction control — BEGIN, the tenant scope, COMMIT — travels
+    // pipelined with them and is not a span of its own.)
+    assert!(statements.len() >= 6, "{statements:#?}");
     for s in &statements {
         assert!(
             server_ids.contains(&s.parent_span_id.as_str()),
