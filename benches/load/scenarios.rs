@@ -213,17 +213,18 @@ impl Baseline {
         let (order_col, desc) = parse_simple_order(&list.order_by);
         let dir = if desc { "DESC" } else { "ASC" };
         let cmp = if desc { "<" } else { ">" };
-        let filter = baseline_filter(&list.filter);
+        let (first_filter, deep_filter) =
+            (baseline_filter(&list.filter, 3), baseline_filter(&list.filter, 5));
         let placeholders: Vec<String> = (3..INSERT_COLUMNS.len() + 3).map(|i| format!("${i}")).collect();
         Ok(Baseline {
             pool,
             get: format!("SELECT {sel} FROM jobs WHERE tenant_id = $1 AND id = $2"),
             list_first: format!(
-                "SELECT {sel} FROM jobs WHERE tenant_id = $1 AND delete_time IS NULL AND {filter} \
+                "SELECT {sel} FROM jobs WHERE tenant_id = $1 AND delete_time IS NULL AND {first_filter} \
                  ORDER BY {order_col} {dir}, id {dir} LIMIT $2"
             ),
             list_deep: format!(
-                "SELECT {sel} FROM jobs WHERE tenant_id = $1 AND delete_time IS NULL AND {filter} \
+                "SELECT {sel} FROM jobs WHERE tenant_id = $1 AND delete_time IS NULL AND {deep_filter} \
                  AND ({order_col}, id) {cmp} ($3, $4) ORDER BY {order_col} {dir}, id {dir} LIMIT $2"
             ),
             insert: format!(
@@ -248,8 +249,9 @@ impl Baseline {
     /// reads what the service reads).
     pub async fn deep_first_id(&self, list: &ListSpec) -> Result<Option<Uuid>, String> {
         let limit = i64::from(list.page_size) + 1;
-        let rows =
-            self.query(&self.list_deep, &[&TENANT, &limit, &list.deep_key.0, &list.deep_key.1]).await?;
+        let rows = self
+            .query(&self.list_deep, &[&TENANT, &limit, &list.deep_key.0, &list.deep_key.1, &FILTER_VALUE])
+            .await?;
         Ok(rows.first().map(|r| r.get::<_, Uuid>(0)))
     }
 }
@@ -261,13 +263,17 @@ fn parse_simple_order(order_by: &str) -> (String, bool) {
     (col, w.next().is_some_and(|d| d.eq_ignore_ascii_case("desc")))
 }
 
-/// The hand-written WHERE clause for the bench's filter.
-fn baseline_filter(filter: &str) -> &'static str {
+/// The hand-written WHERE clause for the bench's filter, its value bound
+/// as parameter `$n` (`FILTER_VALUE`) like the service binds it.
+fn baseline_filter(filter: &str, n: usize) -> String {
     match filter {
-        "remote = true" => "remote = true",
+        "remote = true" => format!("remote = ${n}"),
         other => panic!("no hand-written SQL for filter {other:?}; add it to baseline_filter"),
     }
 }
+
+/// The value of the bench's filter.
+const FILTER_VALUE: bool = true;
 
 /// Reads every column as a hand-written client would (typed values).
 fn decode(rows: &[Row]) -> Result<usize, String> {
@@ -390,10 +396,12 @@ async fn baseline_call(ctx: &Ctx, req: Req) -> Result<(), String> {
     let limit = i64::from(ctx.list.page_size) + 1; // as the service: one more, to know if a page follows
     match req {
         Req::Get(i) => one(decode(&b.query(&b.get, &[&TENANT, &job_id(i)]).await?)?),
-        Req::ListFirst => nonempty(decode(&b.query(&b.list_first, &[&TENANT, &limit]).await?)?),
+        Req::ListFirst => {
+            nonempty(decode(&b.query(&b.list_first, &[&TENANT, &limit, &FILTER_VALUE]).await?)?)
+        }
         Req::ListDeep => {
             let (t, id) = &ctx.list.deep_key;
-            nonempty(decode(&b.query(&b.list_deep, &[&TENANT, &limit, t, id]).await?)?)
+            nonempty(decode(&b.query(&b.list_deep, &[&TENANT, &limit, t, id, &FILTER_VALUE]).await?)?)
         }
         Req::Create(seed) => {
             let j = gen_job(seed % ctx.jobs, Some(Uuid::now_v7()));
