@@ -5,4 +5,5 @@ mod common;
 mod jobs_crud;
 mod listing;
 mod ops;
+mod pipeline;
 mod tenancy_auth;
