@@ -7,5 +7,6 @@ mod listing;
 mod observability;
 mod ops;
 mod otlp;
+mod pipeline;
 mod scale;
 mod tenancy_auth;

@@ -155,7 +155,12 @@ async fn row_level_security_blocks_what_where_clauses_would_not() {
         .unwrap();
     assert!(!row.get::<_, bool>(0) && !row.get::<_, bool>(1));
     let owned: i64 = db
-        .query_one("SELECT count(*) FROM pg_tables WHERE tableowner = 'bi_data_app'", &[])
+        // Session-private TEMP staging tables of concurrent imports are the
+        // role's own by design; no permanent table may be.
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tableowner = 'bi_data_app' AND schemaname NOT LIKE 'pg_temp%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
