@@ -157,12 +157,35 @@ async fn insert_one<R: ApiResource>(
 ) -> Result<R, Error> {
     check_parents::<R>(tx, scope, values, None).await?;
     let rec = records::insert(tx, scope.tenant, R::RES, Uuid::now_v7(), values).await?;
-    let created = R::from_record(&rec);
+    audited::<R>(tx, scope, Action::Create, None, &rec, request_id, method).await
+}
+
+/// Writes a mutation's audit event and remembers its response (for a
+/// non-empty `request_id`). The two do not depend on each other: they travel
+/// together, one round trip. Returns the resource as the caller sees it.
+async fn audited<R: ApiResource>(
+    tx: &Tx,
+    scope: &Scope,
+    action: Action,
+    before: Option<&Record>,
+    after: &Record,
+    request_id: &str,
+    method: &str,
+) -> Result<R, Error> {
+    let result = R::from_record(after);
     tokio::try_join!(
-        audit::record(tx, scope, R::RES.name, rec.id(), Action::Create, None, Some(rec.to_json(R::RES))),
-        remember(tx, scope, request_id, method, &created),
+        audit::record(
+            tx,
+            scope,
+            R::RES.name,
+            after.id(),
+            action,
+            before.map(|b| b.to_json(R::RES)),
+            Some(after.to_json(R::RES)),
+        ),
+        remember(tx, scope, request_id, method, &result),
     )?;
-    Ok(created)
+    Ok(result)
 }
 
 pub async fn create<R: ApiResource>(
@@ -450,21 +473,7 @@ pub async fn update<R: ApiResource>(
     } else {
         check_parents::<R>(&tx, scope, &merged, Some(&changed)).await?;
         let rec = records::update(&tx, scope.tenant, R::RES, id, &merged, &changed).await?;
-        let result = R::from_record(&rec);
-        // Independent of each other: one round trip.
-        tokio::try_join!(
-            audit::record(
-                &tx,
-                scope,
-                R::RES.name,
-                id,
-                Action::Update,
-                Some(current.to_json(R::RES)),
-                Some(rec.to_json(R::RES)),
-            ),
-            remember(&tx, scope, request_id, &method, &result),
-        )?;
-        result
+        audited::<R>(&tx, scope, Action::Update, Some(&current), &rec, request_id, &method).await?
     };
     tx.commit().await?;
     Ok(result)
@@ -520,20 +529,7 @@ pub async fn set_deleted<R: ApiResource>(
             .await?;
         }
     }
-    let result = R::from_record(&rec);
-    // Independent of each other: one round trip.
-    tokio::try_join!(
-        audit::record(
-            &tx,
-            scope,
-            R::RES.name,
-            id,
-            action,
-            Some(current.to_json(R::RES)),
-            Some(rec.to_json(R::RES)),
-        ),
-        remember(&tx, scope, request_id, &method, &result),
-    )?;
+    let result = audited::<R>(&tx, scope, action, Some(&current), &rec, request_id, &method).await?;
     tx.commit().await?;
     Ok(result)
 }
