@@ -176,6 +176,39 @@ pub struct GenJob {
     pub create_time: DateTime<Utc>,
 }
 
+impl GenJob {
+    /// The tenant and the job's columns, in the order of the baseline's
+    /// INSERT and of the first columns of the bulk load.
+    pub fn insert_params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &TENANT,
+            &self.id,
+            &self.title,
+            &self.company_name,
+            &self.company_id,
+            &self.location,
+            &self.salary_min,
+            &self.salary_max,
+            &self.salary_currency,
+            &self.description,
+            &self.requirements,
+            &self.benefits,
+            &self.job_url,
+            &self.source_site,
+            &self.posting_time,
+            &self.application_deadline,
+            &self.discovered_time,
+            &self.remote,
+            &self.job_type,
+            &self.experience_level,
+            &self.industry,
+            &self.keywords,
+            &self.status,
+            &self.attributes,
+        ]
+    }
+}
+
 fn company(n: u64) -> String {
     let mut r = Rng::new(n.wrapping_mul(0xC0FF_EE00_1234_5678));
     let parts = 2 + r.below(2);
@@ -426,34 +459,8 @@ async fn load(db: &mut Client, n: u64) -> Result<(), String> {
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     for i in 0..n {
         let j = gen_job(i, None);
-        let row: [&(dyn ToSql + Sync); 26] = [
-            &TENANT,
-            &j.id,
-            &j.title,
-            &j.company_name,
-            &j.company_id,
-            &j.location,
-            &j.salary_min,
-            &j.salary_max,
-            &j.salary_currency,
-            &j.description,
-            &j.requirements,
-            &j.benefits,
-            &j.job_url,
-            &j.source_site,
-            &j.posting_time,
-            &j.application_deadline,
-            &j.discovered_time,
-            &j.remote,
-            &j.job_type,
-            &j.experience_level,
-            &j.industry,
-            &j.keywords,
-            &j.status,
-            &j.attributes,
-            &j.create_time,
-            &j.create_time,
-        ];
+        let mut row = j.insert_params();
+        row.extend_from_slice(&[&j.create_time, &j.create_time]);
         writer.as_mut().write(&row).await.map_err(e("copy row"))?;
         if (i + 1) % 200_000 == 0 {
             eprintln!("bench:   {} rows copied ({:.0?})", i + 1, started.elapsed());

@@ -405,32 +405,7 @@ async fn baseline_call(ctx: &Ctx, req: Req) -> Result<(), String> {
         }
         Req::Create(seed) => {
             let j = gen_job(seed % ctx.jobs, Some(Uuid::now_v7()));
-            let params: [&(dyn ToSql + Sync); 24] = [
-                &TENANT,
-                &j.id,
-                &j.title,
-                &j.company_name,
-                &j.company_id,
-                &j.location,
-                &j.salary_min,
-                &j.salary_max,
-                &j.salary_currency,
-                &j.description,
-                &j.requirements,
-                &j.benefits,
-                &j.job_url,
-                &j.source_site,
-                &j.posting_time,
-                &j.application_deadline,
-                &j.discovered_time,
-                &j.remote,
-                &j.job_type,
-                &j.experience_level,
-                &j.industry,
-                &j.keywords,
-                &j.status,
-                &j.attributes,
-            ];
+            let params = j.insert_params();
             one(decode(&b.query(&b.insert, &params).await?)?)
         }
         Req::Update(i, salary_max) => {
