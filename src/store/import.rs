@@ -66,6 +66,8 @@ impl Run {
 /// built once from the field table.
 struct Plan {
     columns: Vec<&'static Field>,
+    /// For each column, its index in the field table (computed once, not per row).
+    field_index: Vec<usize>,
     types: Vec<Type>,
     create_staging: String,
     copy: String,
@@ -122,6 +124,7 @@ fn plan(res: &'static Resource, key: &str) -> Plan {
         new = new.join(", "),
     );
     Plan {
+        field_index: columns.iter().map(|f| res.index_of(f.name).expect("column is a field")).collect(),
         types: columns.iter().map(|f| sql_type(f.kind).0).collect(),
         copy: format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
         create_staging: create,
@@ -189,35 +192,37 @@ pub async fn apply_jobs(store: &Store, scope: &Scope, run: &mut Run, batch: Batc
             last.insert(k, i);
         }
     }
-    let kept: Vec<&Row> = batch
+    // Kept for reporting if the whole batch is rejected.
+    let all: Vec<(i64, Option<String>)> =
+        batch.rows.iter().map(|r| (r.index, key_of(&r.values, key_index).map(str::to_owned))).collect();
+    let keep: Vec<bool> = batch
         .rows
         .iter()
         .enumerate()
-        .filter(|(i, r)| key_of(&r.values, key_index).is_none_or(|k| last[k] == *i))
-        .map(|(_, r)| r)
+        .map(|(i, r)| key_of(&r.values, key_index).is_none_or(|k| last[k] == i))
         .collect();
-    let superseded = (batch.rows.len() - kept.len()) as i64;
-    let ids: Vec<Value> = kept.iter().map(|_| Value::Uuid(Uuid::now_v7())).collect();
-    let rows: Vec<Vec<Value>> = kept
-        .iter()
-        .zip(ids)
-        .map(|(r, id)| {
-            plan.columns
+    drop(last);
+    let received = (batch.rows.len() + batch.rejected.len()) as i64;
+    // The kept rows' values move into COPY order: no clone per value.
+    let rows: Vec<Vec<Value>> = batch
+        .rows
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(mut r, _)| {
+            plan.field_index
                 .iter()
-                .map(|f| {
-                    if f.name == "id" {
-                        id.clone()
-                    } else {
-                        r.values[JOB.index_of(f.name).expect("field")].clone()
-                    }
-                })
+                // Field 0 is `id` in every field table (as `Record::id` assumes).
+                .map(|&i| if i == 0 { Value::Uuid(Uuid::now_v7()) } else { std::mem::take(&mut r.values[i]) })
                 .collect()
         })
         .collect();
+    let kept = rows.len();
+    let superseded = all.len() as i64 - kept as i64;
     let row_refs: Vec<&[Value]> = rows.iter().map(Vec::as_slice).collect();
 
     let mut next = run.clone();
-    next.received += (batch.rows.len() + batch.rejected.len()) as i64;
+    next.received += received;
     for r in &batch.rejected {
         next.reject(r);
     }
@@ -234,7 +239,7 @@ pub async fn apply_jobs(store: &Store, scope: &Scope, run: &mut Run, batch: Batc
             }
             let mut after = next.clone();
             after.inserted += inserted;
-            after.updated += kept.len() as i64 - inserted + superseded;
+            after.updated += kept as i64 - inserted + superseded;
             save_counters(&tx, scope, &after).await?;
             tx.commit().await?;
             Ok::<_, Error>(after)
@@ -254,14 +259,10 @@ pub async fn apply_jobs(store: &Store, scope: &Scope, run: &mut Run, batch: Batc
             Err(e @ (Error::Unavailable(_) | Error::DeadlineExceeded)) => return Err(e),
             Err(e) => {
                 // Not transient: nothing of the batch was applied; report its rows.
-                tracing::warn!(error = %e, run = %run.id, rows = batch.rows.len(), "import batch rejected");
+                tracing::warn!(error = %e, run = %run.id, rows = all.len(), "import batch rejected");
                 let reason = format!("batch rejected: {e}");
-                for r in &batch.rows {
-                    next.reject(&Rejected {
-                        index: r.index,
-                        reason: reason.clone(),
-                        key: key_of(&r.values, key_index).map(str::to_owned),
-                    });
+                for (index, key) in all {
+                    next.reject(&Rejected { index, reason: reason.clone(), key });
                 }
                 let tx = store.begin(scope).await?;
                 save_counters(&tx, scope, &next).await?;
