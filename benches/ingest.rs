@@ -18,13 +18,18 @@ use std::{
 };
 
 use bi_data::{
-    api::resource::validate_new,
+    api::resource::ProtoResource,
     auth::{Role, TokenKeys},
-    demo::demo_job,
-    domain::value::Value,
+    domain::{job::JOB, record::Record, value::Value},
     pb::{self, job_service_client::JobServiceClient},
-    store::import::job_copy_columns,
+    service::{Draft, validate_new},
+    store::import::copy_columns,
 };
+
+/// The `i`-th demo job as the message a client sends.
+fn demo_job(i: usize, seed: u64, now: i64) -> pb::Job {
+    pb::Job::from_record(&Record { values: bi_data::demo::demo_job(i, seed, now), revision: 0 })
+}
 use tokio_postgres::{NoTls, binary_copy::BinaryCopyInWriter, types::ToSql};
 use tonic::{Request, transport::Channel};
 use uuid::Uuid;
@@ -119,7 +124,7 @@ async fn raw_copy(url: &str, tenant: Uuid, jobs: &[pb::Job]) -> Duration {
         )
         .await
         .expect("baseline table");
-    let (columns, types) = job_copy_columns();
+    let (columns, types) = copy_columns(&JOB);
     let mut all_types = vec![tokio_postgres::types::Type::UUID];
     all_types.extend_from_slice(types);
     let sql = format!("COPY bench_copy_jobs (tenant_id, {}) FROM STDIN (FORMAT binary)", columns.join(", "));
@@ -133,7 +138,8 @@ async fn raw_copy(url: &str, tenant: Uuid, jobs: &[pb::Job]) -> Duration {
     futures_util::pin_mut!(writer);
     let tenant_v = Value::Uuid(tenant);
     for job in jobs {
-        let values = validate_new(job).expect("bench rows are valid");
+        let (draft, conversion): (Draft, _) = job.to_draft();
+        let values = validate_new(&JOB, draft, conversion).expect("bench rows are valid");
         let id = Value::Uuid(Uuid::now_v7());
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(all_types.len());
         row.push(&tenant_v);

@@ -25,6 +25,7 @@ use crate::{
     error::Error,
     metrics::{self, Metrics},
     pb::{self, audit_service_server::AuditServiceServer, job_service_server::JobServiceServer},
+    service::Service,
     store::{Store, idempotency, migrate, stats::QueryStats},
     telemetry::rpc::{KnownMethods, RecordCaller, RpcLayer},
 };
@@ -201,6 +202,7 @@ where
 pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let mode = auth_mode(&args)?;
     let store = Store::new(&args.db, Duration::from_millis(args.slow_query_ms))?;
+    let svc = Service::new(store.clone());
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -237,10 +239,10 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let reflection_v1 = reflection().build_v1().map_err(|e| Error::Internal(e.to_string()))?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| Error::Internal(e.to_string()))?;
     let max = args.max_message_bytes;
-    let jobs = JobServiceServer::new(JobApi::new(store.clone()))
+    let jobs = JobServiceServer::new(JobApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let audit = AuditServiceServer::new(AuditApi::new(store.clone()))
+    let audit = AuditServiceServer::new(AuditApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
 

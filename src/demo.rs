@@ -1,21 +1,23 @@
 //! `bi-data demo-data`: a new tenant with realistic jobs, loaded through the
-//! same generic create path the API uses (so demo rows are audited too).
+//! same batch-create use case the API calls (so demo rows are validated and
+//! audited too).
 
 use std::time::Duration;
 
-use prost_types::{Struct, Timestamp};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    api::{
-        convert::json_to_value,
-        resource::{self, BatchItem},
-    },
     auth::{Role, TokenKeys},
     config::DemoArgs,
+    domain::{
+        job::{EXPERIENCE_LEVEL, JOB, JOB_STATUS, JOB_TYPE},
+        record::Fields,
+        value::Value,
+    },
     error::Error,
-    pb,
-    store::{Scope, Store, migrate},
+    service::{BatchItem, Draft, MAX_BATCH, Scope, Service},
+    store::{Store, migrate},
 };
 
 const SENIORITY: &[&str] = &["Junior", "", "", "Senior", "Staff", "Principal", "Lead"];
@@ -206,7 +208,8 @@ impl Lcg {
     }
 }
 
-pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
+/// The `i`-th demo job of a seed, as field values in `JOB`'s order.
+pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> Vec<Value> {
     let mut r = Lcg(rng_seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let title = [r.pick(SENIORITY), r.pick(TECH), r.pick(ROLE)]
         .iter()
@@ -223,38 +226,45 @@ pub fn demo_job(i: usize, rng_seed: u64, now: i64) -> pb::Job {
         .collect();
     let words: Vec<&str> = (0..14).map(|_| r.pick(VOCAB)).collect();
     let posted = now - (r.next() % (60 * 86_400)) as i64;
-    let mut attrs = Struct::default();
-    attrs
-        .fields
-        .insert("visa_sponsorship".into(), json_to_value(&serde_json::json!(r.next().is_multiple_of(3))));
-    attrs.fields.insert("team_size".into(), json_to_value(&serde_json::json!(3 + r.next() % 20)));
-    pb::Job {
-        title: title.clone(),
-        company_name: company.to_owned(),
-        location: r.pick(LOCATIONS).to_owned(),
-        salary_min: Some(min),
-        salary_max: Some(min + 10_000 + (r.next() % 60) as i64 * 1000),
-        salary_currency: "USD".into(),
-        description: format!("{company} is hiring a {title}. You will work on {}.", words.join(" ")),
-        requirements: format!("Experience with {}.", kw.join(" and ")),
-        benefits: "Health insurance, learning budget, flexible hours.".into(),
-        job_url: format!("https://jobs.example.com/{}/{i}", company.to_lowercase().replace(' ', "-")),
-        source_site: r.pick(SOURCES).to_owned(),
-        posting_time: Some(Timestamp { seconds: posted, nanos: 0 }),
-        remote: r.next().is_multiple_of(2),
-        job_type: 1 + (r.next() % 5) as i32,
-        experience_level: 1 + (r.next() % 5) as i32,
-        industry: r.pick(INDUSTRIES).to_owned(),
-        keywords: kw,
-        status: 1 + (r.next() % 7) as i32,
-        attributes: Some(attrs),
-        ..Default::default()
-    }
+    let attrs = serde_json::json!({
+        "visa_sponsorship": r.next().is_multiple_of(3),
+        "team_size": (3 + r.next() % 20) as f64,
+    });
+    let text = |s: String| Value::Text(s);
+    let mut values = vec![Value::Null; JOB.fields.len()];
+    let mut v = Fields::new(&JOB, &mut values);
+    v.set("title", text(title.clone()));
+    v.set("company_name", text(company.to_owned()));
+    v.set("location", text(r.pick(LOCATIONS).to_owned()));
+    v.set("salary_min", Value::Int(min));
+    v.set("salary_max", Value::Int(min + 10_000 + (r.next() % 60) as i64 * 1000));
+    v.set("salary_currency", text("USD".into()));
+    v.set(
+        "description",
+        text(format!("{company} is hiring a {title}. You will work on {}.", words.join(" "))),
+    );
+    v.set("requirements", text(format!("Experience with {}.", kw.join(" and "))));
+    v.set("benefits", text("Health insurance, learning budget, flexible hours.".into()));
+    v.set(
+        "job_url",
+        text(format!("https://jobs.example.com/{}/{i}", company.to_lowercase().replace(' ', "-"))),
+    );
+    v.set("source_site", text(r.pick(SOURCES).to_owned()));
+    v.set("posting_time", DateTime::<Utc>::from_timestamp(posted, 0).map_or(Value::Null, Value::Time));
+    v.set("remote", Value::Bool(r.next().is_multiple_of(2)));
+    v.set("job_type", text(JOB_TYPE.values[(r.next() % 5) as usize].to_owned()));
+    v.set("experience_level", text(EXPERIENCE_LEVEL.values[(r.next() % 5) as usize].to_owned()));
+    v.set("industry", text(r.pick(INDUSTRIES).to_owned()));
+    v.set("keywords", Value::TextArray(kw));
+    v.set("status", text(JOB_STATUS.values[(r.next() % 7) as usize].to_owned()));
+    v.set("attributes", Value::Json(attrs));
+    values
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
     migrate::run(&args.db.migration_url().0, Duration::from_millis(args.db.connect_timeout_ms)).await?;
     let store = Store::new(&args.db, Duration::from_secs(1))?;
+    let svc = Service::new(store.clone());
     let tenant = Uuid::new_v4();
     let scope = Scope {
         tenant,
@@ -268,11 +278,15 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let seed = tenant.as_u128() as u64;
     let mut created = 0;
     while created < args.jobs {
-        let n = (args.jobs - created).min(resource::MAX_BATCH);
+        let n = (args.jobs - created).min(MAX_BATCH);
         let items = (created..created + n)
-            .map(|i| BatchItem { resource: Some(demo_job(i, seed, now)), request_id: String::new() })
+            .map(|i| {
+                let values = demo_job(i, seed, now);
+                let set = values.iter().map(|v| !v.is_null()).collect();
+                BatchItem { draft: Some((Draft { values, set }, Vec::new())), request_id: String::new() }
+            })
             .collect();
-        resource::batch_create::<pb::Job>(&store, &scope, items, "").await?;
+        svc.batch_create(&scope, &JOB, items, "").await?;
         created += n;
     }
     store.close();

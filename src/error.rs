@@ -23,8 +23,21 @@ pub enum Error {
     NotFound { entity: &'static str, id: String },
     #[error("{message}")]
     AlreadyExists { reason: &'static str, message: String },
+    /// A unique constraint of the store, before the use case names it with
+    /// the resource's declared reason (`Resource::unique_violation`).
+    #[error("unique constraint {constraint} violated")]
+    Unique { constraint: String },
     #[error("{message}")]
     FailedPrecondition { reason: &'static str, message: String },
+    /// A move of a declared state machine that its transitions do not allow.
+    #[error("{entity}.{field} cannot move from {from} to {to}")]
+    IllegalTransition {
+        entity: &'static str,
+        field: &'static str,
+        from: String,
+        to: String,
+        allowed: &'static [&'static str],
+    },
     #[error("{message}")]
     Aborted { reason: &'static str, message: String },
     #[error("deadline exceeded")]

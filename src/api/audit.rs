@@ -3,68 +3,27 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{
-    context::scope,
-    convert::*,
-    resource::{self, ApiResource, ListArgs},
-};
+use super::{context::scope, resource as edge};
 use crate::{
-    domain::{
-        audit::{AUDIT_ACTION, AUDIT_EVENT},
-        record::Fields,
-        schema::Resource,
-        value::Value,
-    },
-    error::FieldViolation,
+    domain::audit::AUDIT_EVENT,
     pb::{self, audit_service_server::AuditService},
-    store::{Store, records::Record},
+    proto_resource,
+    service::Service,
 };
 
-impl ApiResource for pb::AuditEvent {
-    const RES: &'static Resource = &AUDIT_EVENT;
-    const FIELD: &'static str = "audit_event";
-
-    fn to_values(&self) -> Result<(Vec<Value>, Vec<bool>), Vec<FieldViolation>> {
-        Err(vec![FieldViolation::new("audit_event", "audit events are written by the service only")])
-    }
-
-    fn from_record(r: &Record) -> Self {
-        let v = &r.values;
-        let json = |v: &Value| structure_out(v);
-        pb::AuditEvent {
-            id: text_out(&v[0]),
-            event_time: time_out(&v[1]),
-            actor: text_out(&v[2]),
-            entity: text_out(&v[3]),
-            entity_id: text_out(&v[4]),
-            action: enum_out(&AUDIT_ACTION, &v[5]),
-            before: json(&v[6]),
-            after: json(&v[7]),
-            request_id: text_out(&v[8]),
-            trace_id: text_out(&v[9]),
-        }
-    }
-
-    fn normalize(_: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>> {
-        Ok(())
-    }
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn etag(&self) -> &str {
-        ""
-    }
-}
+proto_resource!(
+    pb::AuditEvent,
+    AUDIT_EVENT,
+    [id, event_time, actor, entity, entity_id, action, before, after, request_id, trace_id]
+);
 
 pub struct AuditApi {
-    store: Store,
+    svc: Service,
 }
 
 impl AuditApi {
-    pub fn new(store: Store) -> Self {
-        AuditApi { store }
+    pub fn new(svc: Service) -> Self {
+        AuditApi { svc }
     }
 }
 
@@ -74,21 +33,10 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let (scope, _) = scope(&self.store, &req, "")?;
+        let (scope, _) = scope(self.svc.store(), &req, "")?;
         let r = req.get_ref();
-        let page = resource::list::<pb::AuditEvent>(
-            &self.store,
-            &scope,
-            ListArgs {
-                page_size: r.page_size,
-                page_token: &r.page_token,
-                filter: &r.filter,
-                order_by: &r.order_by,
-                show_deleted: false,
-                count: r.count,
-            },
-        )
-        .await?;
+        let args = edge::list_args(r.page_size, &r.page_token, &r.filter, &r.order_by, false, r.count);
+        let page = edge::list::<pb::AuditEvent>(&self.svc, &scope, args).await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             audit_events: page.items,
             next_page_token: page.next_page_token,

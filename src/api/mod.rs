@@ -1,7 +1,7 @@
-//! gRPC: the only code that sees prost/tonic types. Handlers validate,
-//! convert proto <-> domain values, call the generic methods, and map errors
-//! with `status::to_status`.
-pub mod applications;
+//! The gRPC edge: the only code that sees prost/tonic types. Handlers build
+//! the request scope, convert proto messages to drafts (`resource.rs`, by
+//! field name), call the service's use cases, convert records back, and
+//! map errors with `status::to_status`.
 pub mod audit;
 pub mod context;
 pub mod convert;

@@ -1,603 +1,404 @@
-//! The generic standard methods (AIP-131..135, 154, 155, 158, 160, 164),
-//! written once for every resource that implements [`ApiResource`]: a
-//! resource supplies its field table, its proto <-> values mapping and its
-//! rules; everything else (validation flow, tenancy, etags, masks, soft
-//! delete, idempotency, audit, pagination) lives here.
+//! Proto <-> record mapping, by field name, and the thin generic adapters
+//! every handler calls: they turn proto messages into [`Draft`]s, call the
+//! service's use case, and turn [`Record`]s back into messages.
+//!
+//! A resource's mapping is one [`proto_resource!`] line: the proto message,
+//! its declaration and the list of its fields. The struct literal the macro
+//! writes names every proto field, so a proto field missing from the list
+//! does not compile; a declared field missing from the list, or a name that
+//! is not declared, fails the generic round-trip test (`tests::mapping`).
+//! How each field converts follows from its Rust type and declared kind
+//! ([`ProtoField`]).
 
-use std::collections::HashMap;
-
+use futures_util::{StreamExt, stream::BoxStream};
 use prost::Message;
-use prost_types::FieldMask;
-use tracing::Instrument;
-use uuid::Uuid;
+use prost_types::{FieldMask, Struct, Timestamp};
+use tonic::Status;
 
-use super::convert::parse_id;
+use super::convert::*;
 use crate::{
     domain::{
-        filter,
-        order::{self, OrderKey},
-        record::{self, Fields},
-        schema::Resource,
+        record::Record,
+        schema::{Field, FieldKind, Resource},
         value::Value,
     },
-    error::{Error, FieldViolation},
-    store::{
-        Scope, Store, Tx,
-        audit::{self, Action},
-        idempotency, page,
-        records::{self, ListQuery, Record},
-    },
+    error::FieldViolation,
+    service::{self, BatchItem, Draft, ListArgs, Scope, Service, UpdateArgs, View},
 };
 
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-pub const MAX_PAGE_SIZE: usize = 1000;
-pub const MAX_BATCH: usize = 1000;
+/// One proto field's conversion, chosen by its Rust type and the field's
+/// declared kind.
+pub trait ProtoField: Sized {
+    fn to_value(&self, f: &Field, errs: &mut Vec<FieldViolation>) -> Value;
+    fn from_value(v: &Value, f: &Field) -> Self;
+}
 
-/// What a resource supplies to get the standard methods.
-pub trait ApiResource: Message + Default + Clone + Sized + 'static {
+impl ProtoField for String {
+    fn to_value(&self, f: &Field, errs: &mut Vec<FieldViolation>) -> Value {
+        match f.kind {
+            FieldKind::Uuid => uuid_field(f.name, self, errs),
+            _ => text(self),
+        }
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        text_out(v)
+    }
+}
+
+/// Enums: the proto number of the declared `EnumDef`.
+impl ProtoField for i32 {
+    fn to_value(&self, f: &Field, errs: &mut Vec<FieldViolation>) -> Value {
+        match f.kind {
+            FieldKind::Enum(def) => enum_field(f.name, def, *self, errs),
+            _ => Value::Int(i64::from(*self)),
+        }
+    }
+    fn from_value(v: &Value, f: &Field) -> Self {
+        match f.kind {
+            FieldKind::Enum(def) => enum_out(def, v),
+            _ => opt_int_out(v).and_then(|i| i32::try_from(i).ok()).unwrap_or(0),
+        }
+    }
+}
+
+impl ProtoField for bool {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        Value::Bool(*self)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        bool_out(v)
+    }
+}
+
+impl ProtoField for i64 {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        Value::Int(*self)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        opt_int_out(v).unwrap_or(0)
+    }
+}
+
+impl ProtoField for Option<i64> {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        opt_int(*self)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        opt_int_out(v)
+    }
+}
+
+impl ProtoField for f64 {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        Value::Float(*self)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        float_out(v)
+    }
+}
+
+impl ProtoField for Option<f64> {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        self.map_or(Value::Null, Value::Float)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        if let Value::Float(f) = v { Some(*f) } else { None }
+    }
+}
+
+impl ProtoField for Vec<String> {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        strings(self)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        strings_out(v)
+    }
+}
+
+impl ProtoField for Option<Timestamp> {
+    fn to_value(&self, f: &Field, errs: &mut Vec<FieldViolation>) -> Value {
+        time(f.name, self, errs)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        time_out(v)
+    }
+}
+
+impl ProtoField for Option<Struct> {
+    fn to_value(&self, _: &Field, _: &mut Vec<FieldViolation>) -> Value {
+        structure(self)
+    }
+    fn from_value(v: &Value, _: &Field) -> Self {
+        structure_out(v)
+    }
+}
+
+/// What the edge knows of a resource: its message and how it maps.
+pub trait ProtoResource: Message + Default + Clone + Sized + 'static {
     const RES: &'static Resource;
-    /// Proto field name of the resource in requests (`job`).
-    const FIELD: &'static str;
-
-    /// Values in field-table order (system fields may be anything) and, for
-    /// each field, whether the caller set it.
-    fn to_values(&self) -> Result<(Vec<Value>, Vec<bool>), Vec<FieldViolation>>;
+    /// Declared field names, in the order the mapping lists them.
+    const NAMES: &'static [&'static str];
+    /// The message as a draft, with the conversion's violations (the
+    /// fields that did not convert are NULL in the draft).
+    fn to_draft(&self) -> (Draft, Vec<FieldViolation>);
     fn from_record(rec: &Record) -> Self;
-    /// Defaults and rules, on the complete record about to be written.
-    fn normalize(fields: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>>;
-    fn id(&self) -> &str;
-    fn etag(&self) -> &str;
-
-    /// Reference fields that must name a live row of the same tenant:
-    /// `(field, parent resource)`. Checked on create and when updated.
-    const PARENTS: &'static [(&'static str, &'static Resource)] = &[];
-    /// Children soft-deleted with this resource (and restored with it):
-    /// `(child resource, its reference column)`.
-    const CASCADES: &'static [(&'static Resource, &'static str)] = &[];
 }
 
-/// Every parent named by `values` (at the given field indexes, or all when
-/// `only` is None) exists and is live in the caller's tenant.
-async fn check_parents<R: ApiResource>(
-    tx: &Tx,
-    scope: &Scope,
-    values: &[Value],
-    only: Option<&[usize]>,
-) -> Result<(), Error> {
-    for (field, parent) in R::PARENTS {
-        let i = R::RES.index_of(field).expect("parent field is declared");
-        if only.is_some_and(|o| !o.contains(&i)) {
-            continue;
+/// Implements [`ProtoResource`] by field name: `proto_resource!(pb::Job, JOB, [id, title, …])`,
+/// plus `etag` when the message carries one.
+#[macro_export]
+macro_rules! proto_resource {
+    (@impl $msg:ty, $res:expr, [$($f:ident),* $(,)?], $($etag:ident)?) => {
+        impl $crate::api::resource::ProtoResource for $msg {
+            const RES: &'static $crate::domain::schema::Resource = &$res;
+            const NAMES: &'static [&'static str] = &[$(stringify!($f)),*];
+
+            fn to_draft(&self) -> ($crate::service::Draft, Vec<$crate::error::FieldViolation>) {
+                use $crate::api::resource::ProtoField as _;
+                let res: &'static $crate::domain::schema::Resource = &$res;
+                let idx = $crate::api::resource::indexes::<Self>();
+                let mut errs = Vec::new();
+                let mut values = vec![$crate::domain::value::Value::Null; res.fields.len()];
+                let mut k = 0;
+                $(
+                    let f = &res.fields[idx[k]];
+                    if f.mutable {
+                        values[idx[k]] = self.$f.to_value(f, &mut errs);
+                    }
+                    k += 1;
+                )*
+                let _ = k;
+                let set = $crate::api::convert::set_flags(&values);
+                ($crate::service::Draft { values, set }, errs)
+            }
+
+            fn from_record(rec: &$crate::domain::record::Record) -> Self {
+                let res: &'static $crate::domain::schema::Resource = &$res;
+                let idx = $crate::api::resource::indexes::<Self>();
+                let mut k = 0;
+                let mut next = || {
+                    k += 1;
+                    (&rec.values[idx[k - 1]], &res.fields[idx[k - 1]])
+                };
+                Self {
+                    $($f: { let (v, f) = next(); $crate::api::resource::ProtoField::from_value(v, f) },)*
+                    $($etag: rec.etag(),)?
+                }
+            }
         }
-        if let Value::Uuid(id) = values[i]
-            && !records::exists(tx, scope.tenant, parent, id).await?
-        {
-            return Err(Error::FailedPrecondition {
-                reason: "REFERENCE_NOT_FOUND",
-                message: format!("{field}: {} '{id}' does not exist", parent.name),
-            });
-        }
+    };
+    ($msg:ty, $res:expr, [$($f:ident),* $(,)?], etag) => {
+        $crate::proto_resource!(@impl $msg, $res, [$($f),*], etag);
+    };
+    ($msg:ty, $res:expr, [$($f:ident),* $(,)?]) => {
+        $crate::proto_resource!(@impl $msg, $res, [$($f),*],);
+    };
+}
+
+/// Field-table index of each name of `R::NAMES`, computed once per resource.
+pub fn indexes<R: ProtoResource>() -> &'static [usize] {
+    use std::{
+        any::TypeId,
+        collections::HashMap,
+        sync::{LazyLock, RwLock},
+    };
+    static CACHE: LazyLock<RwLock<HashMap<TypeId, &'static [usize]>>> = LazyLock::new(Default::default);
+    let key = TypeId::of::<R>();
+    if let Some(i) = CACHE.read().expect("index cache").get(&key) {
+        return i;
     }
-    Ok(())
+    let built: Vec<usize> = R::NAMES.iter().map(|n| R::RES.index(n)).collect();
+    let built: &'static [usize] = Box::leak(built.into_boxed_slice());
+    CACHE.write().expect("index cache").insert(key, built);
+    built
 }
 
-fn prefixed(field: &str, errs: Vec<FieldViolation>) -> Error {
-    Error::InvalidArgument(
-        errs.into_iter()
-            .map(|v| FieldViolation::new(format!("{field}.{}", v.field), v.description))
-            .collect(),
-    )
+fn draft<R: ProtoResource>(msg: Option<R>) -> Option<(Draft, Vec<FieldViolation>)> {
+    msg.map(|m| m.to_draft())
 }
 
-fn not_found<R: ApiResource>(id: impl ToString) -> Error {
-    Error::NotFound { entity: R::RES.name, id: id.to_string() }
+fn mask_paths(mask: Option<FieldMask>) -> Vec<String> {
+    mask.map(|m| m.paths).unwrap_or_default()
 }
 
-/// Values of a new resource, validated (violations name the resource's
-/// own fields).
-pub fn validate_new<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Vec<FieldViolation>> {
-    let (mut values, _) = msg.to_values()?;
-    normalize::<R>(&mut values)?;
-    Ok(values)
-}
-
-/// The resource's rules plus the ones every resource shares.
-fn normalize<R: ApiResource>(values: &mut Vec<Value>) -> Result<(), Vec<FieldViolation>> {
-    let nul = record::no_nul_characters(R::RES, values);
-    if !nul.is_empty() {
-        return Err(nul);
-    }
-    R::normalize(&mut Fields::new(R::RES, values))
-}
-
-fn new_values<R: ApiResource>(msg: &R) -> Result<Vec<Value>, Error> {
-    validate_new(msg).map_err(|e| prefixed(R::FIELD, e))
-}
-
-/// Looks up a stored response for `request_id`; `None` means do the work.
-async fn replay<M: Message + Default>(
-    tx: &Tx,
-    scope: &Scope,
-    request_id: &str,
-    method: &str,
-) -> Result<Option<M>, Error> {
-    if request_id.is_empty() {
-        return Ok(None);
-    }
-    match idempotency::begin(tx, scope, request_id, method).await? {
-        None => Ok(None),
-        Some(bytes) => M::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("stored response undecodable: {e}"))),
-    }
-}
-
-async fn remember<M: Message>(
-    tx: &Tx,
-    scope: &Scope,
-    request_id: &str,
-    method: &str,
-    resp: &M,
-) -> Result<(), Error> {
-    if request_id.is_empty() {
-        return Ok(());
-    }
-    idempotency::finish(tx, scope, request_id, method, &resp.encode_to_vec()).await
-}
-
-/// Inserts, then writes the audit event and remembers the response (for a
-/// non-empty `request_id`). Those two do not depend on each other: they
-/// travel together, one round trip.
-async fn insert_one<R: ApiResource>(
-    tx: &Tx,
-    scope: &Scope,
-    values: &[Value],
-    request_id: &str,
-    method: &str,
-) -> Result<R, Error> {
-    check_parents::<R>(tx, scope, values, None).await?;
-    let rec = records::insert(tx, scope.tenant, R::RES, Uuid::now_v7(), values).await?;
-    audited::<R>(tx, scope, Action::Create, None, &rec, request_id, method).await
-}
-
-/// Writes a mutation's audit event and remembers its response (for a
-/// non-empty `request_id`). The two do not depend on each other: they travel
-/// together, one round trip. Returns the resource as the caller sees it.
-async fn audited<R: ApiResource>(
-    tx: &Tx,
-    scope: &Scope,
-    action: Action,
-    before: Option<&Record>,
-    after: &Record,
-    request_id: &str,
-    method: &str,
-) -> Result<R, Error> {
-    let result = R::from_record(after);
-    tokio::try_join!(
-        audit::record(
-            tx,
-            scope,
-            R::RES.name,
-            after.id(),
-            action,
-            before.map(|b| b.to_json(R::RES)),
-            Some(after.to_json(R::RES)),
-        ),
-        remember(tx, scope, request_id, method, &result),
-    )?;
-    Ok(result)
-}
-
-pub async fn create<R: ApiResource>(
-    store: &Store,
+pub async fn create<R: ProtoResource>(
+    svc: &Service,
     scope: &Scope,
     msg: Option<R>,
     request_id: &str,
-) -> Result<R, Error> {
-    let msg = msg.ok_or_else(|| Error::invalid(R::FIELD, format!("{} is required", R::FIELD)))?;
-    let values = new_values(&msg)?;
-    let method = format!("Create/{}", R::RES.name);
-    let tx = store.begin(scope).await?;
-    if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
-        return Ok(prev);
-    }
-    let created = insert_one::<R>(&tx, scope, &values, request_id, &method).await?;
-    tx.commit().await?;
-    Ok(created)
+) -> Result<R, Status> {
+    Ok(R::from_record(&svc.create(scope, R::RES, draft(msg), request_id).await?))
 }
 
-/// One creation of a batch: the resource and its own optional request id.
-pub struct BatchItem<R> {
-    pub resource: Option<R>,
-    pub request_id: String,
+pub async fn get<R: ProtoResource>(svc: &Service, scope: &Scope, id: &str) -> Result<R, Status> {
+    Ok(R::from_record(&svc.get(scope, R::RES, id, View::Full).await?))
 }
 
-/// Creates all or nothing, in one transaction.
-pub async fn batch_create<R: ApiResource>(
-    store: &Store,
-    scope: &Scope,
-    items: Vec<BatchItem<R>>,
-    request_id: &str,
-) -> Result<Vec<R>, Error> {
-    if items.is_empty() {
-        return Err(Error::invalid("requests", "at least one request is needed"));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(Error::invalid("requests", format!("at most {MAX_BATCH} requests per batch")));
-    }
-    let mut violations = Vec::new();
-    let mut prepared = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let field = format!("requests[{i}].{}", R::FIELD);
-        match &item.resource {
-            None => violations.push(FieldViolation::new(&field, format!("{} is required", R::FIELD))),
-            Some(m) => match new_values(m) {
-                Ok(v) => prepared.push((v, item.request_id)),
-                Err(Error::InvalidArgument(errs)) => violations.extend(
-                    errs.into_iter()
-                        .map(|v| FieldViolation::new(format!("requests[{i}].{}", v.field), v.description)),
-                ),
-                Err(e) => return Err(e),
-            },
-        }
-    }
-    if !violations.is_empty() {
-        return Err(Error::InvalidArgument(violations));
-    }
-    let method = format!("BatchCreate/{}", R::RES.name);
-    let item_method = format!("Create/{}", R::RES.name);
-    let tx = store.begin(scope).await?;
-    if !request_id.is_empty()
-        && let Some(bytes) = idempotency::begin(&tx, scope, request_id, &method).await?
-    {
-        return decode_items(&bytes);
-    }
-    let mut out = Vec::with_capacity(prepared.len());
-    for (values, item_request_id) in &prepared {
-        if let Some(prev) = replay::<R>(&tx, scope, item_request_id, &item_method).await? {
-            out.push(prev);
-            continue;
-        }
-        out.push(insert_one::<R>(&tx, scope, values, item_request_id, &item_method).await?);
-    }
-    if !request_id.is_empty() {
-        idempotency::finish(&tx, scope, request_id, &method, &encode_items(&out)).await?;
-    }
-    tx.commit().await?;
-    Ok(out)
-}
-
-/// Stored form of a batch response: the items, length-delimited.
-fn encode_items<R: ApiResource>(items: &[R]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    for item in items {
-        item.encode_length_delimited(&mut buf).expect("Vec grows");
-    }
-    buf
-}
-
-fn decode_items<R: ApiResource>(mut bytes: &[u8]) -> Result<Vec<R>, Error> {
-    let mut items = Vec::new();
-    while !bytes.is_empty() {
-        items.push(
-            R::decode_length_delimited(&mut bytes)
-                .map_err(|e| Error::Internal(format!("stored response undecodable: {e}")))?,
-        );
-    }
-    Ok(items)
-}
-
-pub async fn get<R: ApiResource>(store: &Store, scope: &Scope, id: &str) -> Result<R, Error> {
-    let id = parse_id("id", id)?;
-    let rec = records::read_one(store, scope, R::RES, id).await?.ok_or_else(|| not_found::<R>(id))?;
-    Ok(R::from_record(&rec))
-}
-
-pub async fn batch_get<R: ApiResource>(
-    store: &Store,
+pub async fn batch_get<R: ProtoResource>(
+    svc: &Service,
     scope: &Scope,
     ids: &[String],
-) -> Result<Vec<R>, Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    if ids.len() > MAX_BATCH {
-        return Err(Error::invalid("ids", format!("at most {MAX_BATCH} ids per call")));
-    }
-    let parsed = ids
-        .iter()
-        .enumerate()
-        .map(|(i, s)| parse_id(&format!("ids[{i}]"), s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows = records::read_many(store, scope, R::RES, &parsed).await?;
-    let by_id: HashMap<Uuid, Record> = rows.into_iter().map(|r| (r.id(), r)).collect();
-    parsed.iter().map(|id| by_id.get(id).map(R::from_record).ok_or_else(|| not_found::<R>(id))).collect()
+) -> Result<Vec<R>, Status> {
+    Ok(svc.batch_get(scope, R::RES, ids, View::Full).await?.iter().map(R::from_record).collect())
 }
 
-/// List arguments common to every List method.
-pub struct ListArgs<'a> {
-    pub page_size: i32,
-    pub page_token: &'a str,
-    pub filter: &'a str,
-    pub order_by: &'a str,
-    pub show_deleted: bool,
-    pub count: bool,
+/// One creation of a batch, as the edge receives it.
+pub fn batch_item<R: ProtoResource>(msg: Option<R>, request_id: String) -> BatchItem {
+    BatchItem { draft: draft(msg), request_id }
 }
 
+pub async fn batch_create<R: ProtoResource>(
+    svc: &Service,
+    scope: &Scope,
+    items: Vec<BatchItem>,
+    request_id: &str,
+) -> Result<Vec<R>, Status> {
+    Ok(svc.batch_create(scope, R::RES, items, request_id).await?.iter().map(R::from_record).collect())
+}
+
+/// A page of messages: items, next token, total size.
 pub struct Page<R> {
     pub items: Vec<R>,
     pub next_page_token: String,
     pub total_size: i64,
 }
 
-pub fn page_size(n: i32) -> Result<usize, Error> {
-    match n {
-        n if n < 0 => Err(Error::invalid("page_size", "page_size must not be negative")),
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
-    }
-}
-
-/// Parses a filter and checks it against the resource's fields (unknown
-/// fields, wrong value types), before any database work.
-pub fn parse_filter(res: &'static Resource, text: &str) -> Result<Option<filter::Expr>, Error> {
-    if let Some(at) = text.chars().position(|c| c == '\0') {
-        return Err(Error::invalid("filter", format!("filter: NUL character at position {}", at + 1)));
-    }
-    let expr = filter::parse(text).map_err(|e| Error::invalid("filter", e.to_string()))?;
-    if let Some(e) = &expr {
-        crate::store::filter_sql::compile(res, e, &mut Vec::new())
-            .map_err(|e| Error::invalid("filter", e.to_string()))?;
-    }
-    Ok(expr)
-}
-
-pub fn parse_order(res: &'static Resource, text: &str) -> Result<Vec<OrderKey>, Error> {
-    order::parse_order_by(res, text).map_err(|e| Error::invalid("order_by", e.to_string()))
-}
-
-pub async fn list<R: ApiResource>(
-    store: &Store,
+pub async fn list<R: ProtoResource>(
+    svc: &Service,
     scope: &Scope,
     args: ListArgs<'_>,
-) -> Result<Page<R>, Error> {
-    let limit = page_size(args.page_size)?;
-    let filter = parse_filter(R::RES, args.filter)?;
-    let order = parse_order(R::RES, args.order_by)?;
-    let keys = records::effective_order(R::RES, &order);
-    let filter_text = filter.as_ref().map(|f| f.to_string()).unwrap_or_default();
-    let binding = page::binding(&[
-        R::RES.name,
-        &scope.tenant.to_string(),
-        &filter_text,
-        &order::canonical(&order),
-        if args.show_deleted { "deleted" } else { "live" },
-    ]);
-    let after = if args.page_token.is_empty() {
-        None
-    } else {
-        Some(page::decode(args.page_token, &binding, &records::key_kinds(&keys))?)
-    };
-    let q = ListQuery {
-        filter: filter.as_ref(),
-        order: &order,
-        after,
-        limit,
-        show_deleted: args.show_deleted,
-        count: args.count,
-        extra: None,
-    };
-    let (mut rows, total) = records::read_page(store, scope, R::RES, &q).await?;
-    let next_page_token = if rows.len() > limit {
-        rows.truncate(limit);
-        let last = rows.last().expect("limit >= 1");
-        page::encode(&binding, &records::key_values(R::RES, &keys, last))
-    } else {
-        String::new()
-    };
+) -> Result<Page<R>, Status> {
+    let page = svc.list(scope, R::RES, args).await?;
     Ok(Page {
-        items: rows.iter().map(R::from_record).collect(),
-        next_page_token,
-        total_size: total.unwrap_or(0),
+        items: page.items.iter().map(R::from_record).collect(),
+        next_page_token: page.next_page_token,
+        total_size: page.total_size,
     })
 }
 
-fn check_etag<R: ApiResource>(given: &str, current: &Record) -> Result<(), Error> {
-    if !given.is_empty() && given != current.etag() {
-        return Err(Error::Aborted {
-            reason: "ETAG_MISMATCH",
-            message: format!("the {} was modified since it was read (etag {given} is stale)", R::RES.name),
-        });
-    }
-    Ok(())
-}
-
-/// Field-table indexes to write: the mask's paths, or every field the
-/// caller set when the mask is empty.
-fn mask_indexes<R: ApiResource>(mask: Option<&FieldMask>, set: &[bool]) -> Result<Vec<usize>, Error> {
-    let paths: Vec<&str> = mask.map(|m| m.paths.iter().map(String::as_str).collect()).unwrap_or_default();
-    if paths.is_empty() {
-        return Ok((0..R::RES.fields.len()).filter(|&i| set[i] && R::RES.fields[i].mutable).collect());
-    }
-    let mut out = Vec::with_capacity(paths.len());
-    let mut errs = Vec::new();
-    for p in paths {
-        match R::RES.index_of(p) {
-            Some(i) if R::RES.fields[i].mutable => {
-                if !out.contains(&i) {
-                    out.push(i)
-                }
-            }
-            Some(_) => errs.push(FieldViolation::new("update_mask", format!("field '{p}' is output only"))),
-            None => errs.push(FieldViolation::new("update_mask", format!("unknown field '{p}'"))),
-        }
-    }
-    if errs.is_empty() { Ok(out) } else { Err(Error::InvalidArgument(errs)) }
-}
-
-pub async fn update<R: ApiResource>(
-    store: &Store,
+pub async fn update<R: ProtoResource>(
+    svc: &Service,
     scope: &Scope,
     msg: Option<R>,
     mask: Option<FieldMask>,
+    id: impl Fn(&R) -> &str,
+    etag: impl Fn(&R) -> &str,
     request_id: &str,
-) -> Result<R, Error> {
-    let msg = msg.ok_or_else(|| Error::invalid(R::FIELD, format!("{} is required", R::FIELD)))?;
-    let id = parse_id(&format!("{}.id", R::FIELD), msg.id())?;
-    let (incoming, set) = msg.to_values().map_err(|e| prefixed(R::FIELD, e))?;
-    let indexes = mask_indexes::<R>(mask.as_ref(), &set)?;
-    let method = format!("Update/{}", R::RES.name);
-    let tx = store.begin(scope).await?;
-    if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
-        return Ok(prev);
-    }
-    let current =
-        records::fetch(&tx, scope.tenant, R::RES, id, true).await?.ok_or_else(|| not_found::<R>(id))?;
-    if R::RES.soft_delete && !current.values[R::RES.index_of("delete_time").expect("soft delete")].is_null() {
-        return Err(Error::FailedPrecondition {
-            reason: "RESOURCE_DELETED",
-            message: format!("{} '{id}' is deleted; undelete it first", R::RES.name),
-        });
-    }
-    check_etag::<R>(msg.etag(), &current)?;
-    let mut merged = current.values.clone();
-    for &i in &indexes {
-        merged[i] = incoming[i].clone();
-    }
-    normalize::<R>(&mut merged).map_err(|e| prefixed(R::FIELD, e))?;
-    let changed: Vec<usize> = (0..merged.len()).filter(|&i| merged[i] != current.values[i]).collect();
-    let result = if changed.is_empty() {
-        let result = R::from_record(&current);
-        remember(&tx, scope, request_id, &method, &result).await?;
-        result
-    } else {
-        check_parents::<R>(&tx, scope, &merged, Some(&changed)).await?;
-        let rec = records::update(&tx, scope.tenant, R::RES, id, &merged, &changed).await?;
-        audited::<R>(&tx, scope, Action::Update, Some(&current), &rec, request_id, &method).await?
-    };
-    tx.commit().await?;
-    Ok(result)
+) -> Result<R, Status> {
+    let name = R::RES.name;
+    let msg = msg.ok_or_else(|| crate::error::Error::invalid(name, format!("{name} is required")))?;
+    let (draft, conversion) = msg.to_draft();
+    let paths = mask_paths(mask);
+    let args = UpdateArgs { id: id(&msg), draft, conversion, mask: &paths, etag: etag(&msg), request_id };
+    Ok(R::from_record(&svc.update(scope, R::RES, args).await?))
 }
 
-/// Soft delete (`deleted = true`, with an optional etag) or undelete.
-pub async fn set_deleted<R: ApiResource>(
-    store: &Store,
+pub async fn set_deleted<R: ProtoResource>(
+    svc: &Service,
     scope: &Scope,
     id: &str,
     etag: &str,
     deleted: bool,
     request_id: &str,
-) -> Result<R, Error> {
-    let id = parse_id("id", id)?;
-    let method = format!("{}/{}", if deleted { "Delete" } else { "Undelete" }, R::RES.name);
-    let tx = store.begin(scope).await?;
-    if let Some(prev) = replay::<R>(&tx, scope, request_id, &method).await? {
-        return Ok(prev);
-    }
-    let current =
-        records::fetch(&tx, scope.tenant, R::RES, id, true).await?.ok_or_else(|| not_found::<R>(id))?;
-    let is_deleted = !current.values[R::RES.index_of("delete_time").expect("soft delete")].is_null();
-    if deleted && is_deleted {
-        return Err(not_found::<R>(id));
-    }
-    if !deleted && !is_deleted {
-        return Err(Error::FailedPrecondition {
-            reason: "NOT_DELETED",
-            message: format!("{} '{id}' is not deleted", R::RES.name),
-        });
-    }
-    check_etag::<R>(etag, &current)?;
-    let rec = records::set_deleted(&tx, scope.tenant, R::RES, id, deleted).await?;
-    let action = if deleted { Action::Delete } else { Action::Undelete };
-    // Children follow: deleted at the parent's delete_time, and on undelete
-    // exactly those (same delete_time) come back.
-    let delete_time = R::RES.index_of("delete_time").expect("soft delete");
-    let stamp = if deleted { &rec.values[delete_time] } else { &current.values[delete_time] };
-    for (child, column) in R::CASCADES {
-        for (before, after) in
-            records::cascade_deleted(&tx, scope.tenant, child, column, id, stamp, deleted).await?
-        {
-            audit::record(
-                &tx,
-                scope,
-                child.name,
-                after.id(),
-                action,
-                Some(before),
-                Some(after.to_json(child)),
-            )
-            .await?;
-        }
-    }
-    let result = audited::<R>(&tx, scope, action, Some(&current), &rec, request_id, &method).await?;
-    tx.commit().await?;
-    Ok(result)
+) -> Result<R, Status> {
+    Ok(R::from_record(&svc.set_deleted(scope, R::RES, id, etag, deleted, request_id).await?))
 }
 
-/// Rows fetched per statement while exporting; the stream buffers at most
-/// this many messages, so memory is constant whatever the row count.
-pub const EXPORT_BATCH: usize = 500;
-
-/// Streams every row matching `filter`, in `order_by` order, in keyset
-/// batches (each its own short read transaction). The caller's deadline
-/// bounds the whole stream; a cancelled stream stops after the statement in
-/// flight.
-pub fn export<R: ApiResource + Send>(
-    store: Store,
+/// The export stream of messages.
+pub fn export<R: ProtoResource + Send>(
+    svc: &Service,
     scope: Scope,
     filter: &str,
     order_by: &str,
     show_deleted: bool,
-) -> Result<tokio::sync::mpsc::Receiver<Result<R, tonic::Status>>, Error> {
-    let filter = parse_filter(R::RES, filter)?;
-    let order = parse_order(R::RES, order_by)?;
-    let (out, rx) = tokio::sync::mpsc::channel(EXPORT_BATCH);
-    tokio::spawn(
-        async move {
-            let keys = records::effective_order(R::RES, &order);
-            let work = async {
-                let mut after = None;
-                loop {
-                    let q = ListQuery {
-                        filter: filter.as_ref(),
-                        order: &order,
-                        after: after.take(),
-                        limit: EXPORT_BATCH,
-                        show_deleted,
-                        count: false,
-                        extra: None,
-                    };
-                    let fetch = async {
-                        let db = store.begin_read(&scope).await?;
-                        let (rows, _) = records::list(&db, scope.tenant, R::RES, &q).await?;
-                        db.commit().await?;
-                        Ok::<_, Error>(rows)
-                    };
-                    let rows = tokio::select! {
-                        rows = fetch => rows?,
-                        () = out.closed() => return Ok(()),
-                    };
-                    let more = rows.len() > EXPORT_BATCH;
-                    for rec in rows.iter().take(EXPORT_BATCH) {
-                        if out.send(Ok(R::from_record(rec))).await.is_err() {
-                            return Ok(()); // the caller went away
-                        }
-                    }
-                    if !more {
-                        return Ok(());
-                    }
-                    after = Some(records::key_values(R::RES, &keys, &rows[EXPORT_BATCH - 1]));
-                }
-            };
-            let result = match scope.deadline {
-                Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
-                None => work.await,
-            };
-            if let Err(e) = result {
-                let _ = out.send(Err(super::status::to_status(e))).await;
+) -> Result<BoxStream<'static, Result<R, Status>>, Status> {
+    let rx = svc.export(scope, R::RES, filter, order_by, show_deleted)?;
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|item| item.map(|rec| R::from_record(&rec)).map_err(Status::from))
+        .boxed())
+}
+
+/// The list arguments of a request.
+pub fn list_args<'a>(
+    page_size: i32,
+    page_token: &'a str,
+    filter: &'a str,
+    order_by: &'a str,
+    show_deleted: bool,
+    count: bool,
+) -> ListArgs<'a> {
+    ListArgs { page_size, page_token, filter, order_by, show_deleted, count, view: View::Full }
+}
+
+pub use service::validate_new;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The one generic mapping test: for every resource, a record with a
+    //! distinct, non-default value in every field survives
+    //! record -> message -> draft (mutable fields) and every field reaches
+    //! the message (changing it changes the message).
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::domain::schema::FieldKind;
+
+    fn sample(f: &Field, i: usize) -> Value {
+        match f.kind {
+            FieldKind::Uuid => Value::Uuid(uuid::Uuid::from_u128(0x1000 + i as u128)),
+            FieldKind::Text => Value::Text(format!("text {i}")),
+            FieldKind::Int => Value::Int(100 + i as i64),
+            FieldKind::Float => Value::Float(0.25 + i as f64),
+            FieldKind::Bool => Value::Bool(true),
+            FieldKind::Timestamp => {
+                Value::Time(Utc.timestamp_opt(1_700_000_000 + i as i64 * 3600, 0).single().expect("time"))
             }
+            FieldKind::Enum(def) => Value::Text(def.values[i % def.values.len()].to_owned()),
+            FieldKind::TextArray => Value::TextArray(vec![format!("k{i}"), "x".into()]),
+            FieldKind::Json => Value::Json(serde_json::json!({ "key": format!("v{i}") })),
         }
-        .in_current_span(), // statements stay children of the call's span
-    );
-    Ok(rx)
+    }
+
+    /// Overridable per resource: Json fields holding lists of messages.
+    pub fn round_trip<R: ProtoResource + PartialEq + std::fmt::Debug>(
+        sample_of: impl Fn(&Field, usize) -> Option<Value>,
+    ) {
+        let res = R::RES;
+        for f in res.fields {
+            assert!(R::NAMES.contains(&f.name), "{}: field {} is not mapped", res.name, f.name);
+        }
+        let values: Vec<Value> = res
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| sample_of(f, i).unwrap_or_else(|| sample(f, i)))
+            .collect();
+        let rec = Record { values: values.clone(), revision: 7 };
+        let msg = R::from_record(&rec);
+        let (draft, errs) = msg.to_draft();
+        assert!(errs.is_empty(), "{}: {errs:?}", res.name);
+        for (i, f) in res.fields.iter().enumerate() {
+            if f.mutable {
+                assert_eq!(draft.values[i], values[i], "{}.{} does not round-trip", res.name, f.name);
+            }
+            let mut other = rec.clone();
+            other.values[i] = Value::Null;
+            assert_ne!(R::from_record(&other), msg, "{}.{} does not reach the message", res.name, f.name);
+        }
+    }
+
+    #[test]
+    fn mapping() {
+        use crate::pb;
+        round_trip::<pb::Job>(|_, _| None);
+        round_trip::<pb::Application>(|_, _| None);
+        round_trip::<pb::EmployerResponse>(|_, _| None);
+        round_trip::<pb::AuditEvent>(|_, _| None);
+        round_trip::<pb::IngestRun>(|f, i| {
+            (f.name == "errors").then(|| {
+                Value::Json(serde_json::json!([{"index": i, "reason": "bad", "job_url": "https://x"}]))
+            })
+        });
+    }
 }

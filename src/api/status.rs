@@ -34,6 +34,30 @@ pub fn to_status(e: Error) -> Status {
             Status::with_error_details(Code::NotFound, format!("{entity} '{id}' not found"), details)
         }
         Error::AlreadyExists { reason, message } => with_reason(Code::AlreadyExists, reason, message),
+        Error::Unique { .. } => {
+            with_reason(Code::AlreadyExists, "ALREADY_EXISTS", "the resource already exists".into())
+        }
+        Error::IllegalTransition { entity, field, from, to, allowed } => {
+            let message = format!(
+                "{entity}.{field} cannot move from {from} to {to}; allowed: {}",
+                if allowed.is_empty() { "none (final state)".to_owned() } else { allowed.join(", ") }
+            );
+            let metadata = HashMap::from([
+                ("field".to_owned(), field.to_owned()),
+                ("from".to_owned(), from.clone()),
+                ("to".to_owned(), to),
+                ("allowed".to_owned(), allowed.join(",")),
+            ]);
+            let mut details = ErrorDetails::with_error_info("ILLEGAL_TRANSITION", DOMAIN, metadata);
+            for next in allowed.iter() {
+                details.add_precondition_failure_violation(
+                    "ALLOWED_TRANSITION",
+                    format!("{entity}.{field}"),
+                    format!("{from} -> {next}"),
+                );
+            }
+            Status::with_error_details(Code::FailedPrecondition, message, details)
+        }
         Error::FailedPrecondition { reason, message } => {
             with_reason(Code::FailedPrecondition, reason, message)
         }

@@ -1,8 +1,9 @@
 //! Applications to jobs and employer responses to applications.
 
 use super::{
+    job::JOB,
     record::{Fields, json_sizes, max_len, require_text},
-    schema::{EnumDef, Field, FieldKind as K, Resource},
+    schema::{EnumDef, Field, FieldKind as K, Parent, Resource},
     value::Value,
 };
 use crate::error::FieldViolation;
@@ -34,6 +35,9 @@ pub static APPLICATION: Resource = Resource {
     ],
     soft_delete: true,
     default_order: "create_time desc",
+    rules: normalize_application,
+    parents: &[Parent { field: "job_id", resource: &JOB }],
+    ..Resource::BASE
 };
 
 pub static EMPLOYER_RESPONSE: Resource = Resource {
@@ -54,8 +58,10 @@ pub static EMPLOYER_RESPONSE: Resource = Resource {
         Field::new("create_time", K::Timestamp).not_null().output_only(),
         Field::new("update_time", K::Timestamp).not_null().output_only(),
     ],
-    soft_delete: false,
     default_order: "create_time desc",
+    rules: normalize_employer_response,
+    parents: &[Parent { field: "application_id", resource: &APPLICATION }],
+    ..Resource::BASE
 };
 
 fn in_range(v: &Fields<'_>, name: &str, lo: f64, hi: f64, errs: &mut Vec<FieldViolation>) {

@@ -22,6 +22,37 @@ pub static AUDIT_EVENT: Resource = Resource {
         Field::new("request_id", K::Text).output_only(),
         Field::new("trace_id", K::Text).output_only(),
     ],
-    soft_delete: false,
     default_order: "event_time desc",
+    read_only: true,
+    ..Resource::BASE
 };
+
+/// What a mutation did (stored as its name, the short name of [`AUDIT_ACTION`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Undelete,
+    Merge,
+    Import,
+}
+
+impl Action {
+    /// The stored name: the enum's short name, in the same order.
+    pub fn as_str(self) -> &'static str {
+        AUDIT_ACTION.values[self as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_are_the_enum() {
+        let all =
+            [Action::Create, Action::Update, Action::Delete, Action::Undelete, Action::Merge, Action::Import];
+        assert_eq!(all.map(Action::as_str).as_slice(), AUDIT_ACTION.values);
+    }
+}

@@ -18,8 +18,9 @@ pub static INGEST_RUN: Resource = Resource {
         Field::new("create_time", K::Timestamp).not_null().output_only(),
         Field::new("update_time", K::Timestamp).not_null().output_only(),
     ],
-    soft_delete: false,
     default_order: "start_time desc",
+    read_only: true,
+    ..Resource::BASE
 };
 
 /// How many rejected rows a run keeps (all are counted).

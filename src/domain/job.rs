@@ -3,8 +3,9 @@
 use chrono::Utc;
 
 use super::{
+    application::APPLICATION,
     record::{Fields, json_sizes, max_len, require_text},
-    schema::{EnumDef, Field, FieldKind as K, Resource},
+    schema::{Child, EnumDef, Field, FieldKind as K, ImportSpec, OnDelete, Resource, SearchSpec, Unique},
     value::Value,
 };
 use crate::error::FieldViolation;
@@ -53,6 +54,25 @@ pub static JOB: Resource = Resource {
     ],
     soft_delete: true,
     default_order: "create_time desc",
+    rules: normalize,
+    // Deleting a job soft-deletes its live applications (audited);
+    // undeleting it restores them. Applications are never orphaned silently.
+    children: &[Child { resource: &APPLICATION, column: "job_id", on_delete: OnDelete::Cascade }],
+    unique: &[Unique {
+        constraint: "jobs_live_job_url_key",
+        reason: "DUPLICATE_JOB_URL",
+        message: "a live job with this job_url already exists",
+    }],
+    // search_vector: title (A), company_name and keywords (B), description (C).
+    search: Some(&SearchSpec {
+        vector: "search_vector",
+        config: "english",
+        fuzzy: &["title", "company_name"],
+        snippet: None,
+    }),
+    // An import keeps the caller's own pipeline state of an existing job.
+    import: Some(&ImportSpec { key: "job_url", keep_on_update: &["status", "discovered_time"] }),
+    ..Resource::BASE
 };
 
 /// Largest free-text field (description and the like).

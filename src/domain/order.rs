@@ -132,6 +132,7 @@ mod tests {
         fields: FIELDS,
         soft_delete: true,
         default_order: "create_time desc",
+        ..Resource::BASE
     };
 
     fn keys(input: &str) -> Vec<(&'static str, bool)> {
@@ -212,6 +213,7 @@ mod tests {
             fields: FIELDS,
             soft_delete: false,
             default_order: "nope",
+            ..Resource::BASE
         };
         let e = parse_order_by(&BAD, "").map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(

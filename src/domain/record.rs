@@ -1,21 +1,96 @@
-//! A mutable, name-addressed view over a record's values, and the small
+//! A stored record (values in field-table order plus its revision), a
+//! mutable, name-addressed view over a record being written, and the small
 //! validation helpers every resource's rules are written with.
+
+use uuid::Uuid;
 
 use super::{schema::Resource, value::Value};
 use crate::error::FieldViolation;
 
+/// One row of a resource: values in field-table order, plus its revision
+/// (the etag source).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub values: Vec<Value>,
+    pub revision: i64,
+}
+
+impl Record {
+    pub fn id(&self) -> Uuid {
+        match self.values.first() {
+            Some(Value::Uuid(u)) => *u,
+            _ => Uuid::nil(),
+        }
+    }
+
+    /// Opaque entity tag: changes on every update, delete and undelete.
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.revision)
+    }
+
+    /// The value of field `name` (panics on a name the resource lacks).
+    pub fn get(&self, res: &Resource, name: &str) -> &Value {
+        &self.values[res.index(name)]
+    }
+
+    /// Soft-deleted (has a delete_time).
+    pub fn is_deleted(&self, res: &Resource) -> bool {
+        res.soft_delete && !self.get(res, "delete_time").is_null()
+    }
+
+    /// `{field: value}` for audit snapshots.
+    pub fn to_json(&self, res: &Resource) -> serde_json::Value {
+        let map =
+            res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
+        serde_json::Value::Object(map)
+    }
+
+    /// The stored form of a record (idempotent replays): its fields by name
+    /// and its revision.
+    pub fn to_stored(&self, res: &Resource) -> serde_json::Value {
+        serde_json::json!({"revision": self.revision, "fields": self.to_json(res)})
+    }
+
+    /// Reads [`Record::to_stored`] back; `None` if it does not fit `res`.
+    pub fn from_stored(res: &Resource, j: &serde_json::Value) -> Option<Record> {
+        let revision = j.get("revision")?.as_i64()?;
+        let fields = j.get("fields")?.as_object()?;
+        let values = res
+            .fields
+            .iter()
+            .map(|f| Value::from_json(fields.get(f.name).unwrap_or(&serde_json::Value::Null), f.kind))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Record { values, revision })
+    }
+}
+
 /// Largest serialized Struct (attributes, metadata...) accepted in a field.
 pub const MAX_JSON_BYTES: usize = 256 * 1024;
 
+/// The record about to be written, by field name, with the stored record
+/// it replaces (`before`, on an update) for rules that compare the two.
 pub struct Fields<'a> {
     pub res: &'static Resource,
     pub values: &'a mut Vec<Value>,
+    pub before: Option<&'a [Value]>,
 }
 
 impl<'a> Fields<'a> {
     pub fn new(res: &'static Resource, values: &'a mut Vec<Value>) -> Self {
         debug_assert_eq!(values.len(), res.fields.len());
-        Fields { res, values }
+        Fields { res, values, before: None }
+    }
+
+    /// A view with the previous values of the record (an update).
+    pub fn with_before(res: &'static Resource, values: &'a mut Vec<Value>, before: &'a [Value]) -> Self {
+        debug_assert_eq!(values.len(), res.fields.len());
+        Fields { res, values, before: Some(before) }
+    }
+
+    /// The previous value of `name`; `None` on a create.
+    pub fn before(&self, name: &str) -> Option<&Value> {
+        let i = self.index(name);
+        self.before.map(|b| &b[i])
     }
 
     fn index(&self, name: &str) -> usize {

@@ -1,6 +1,12 @@
 //! Declarative description of a resource: its fields, their SQL columns and
-//! kinds, and what callers may filter and order on. The generic mechanisms
-//! (filter compiler, keyset pagination, field masks, audit) read only this.
+//! kinds, what callers may filter and order on, and the behaviour the
+//! generic use cases read from it (rules, transitions, relations, unique
+//! constraints, search, import, counters, sequences, views). A new resource
+//! is one `static` of [`Resource`]; the service, store and edge read only
+//! this.
+
+use super::record::Fields;
+use crate::error::FieldViolation;
 
 /// The type of a field, as the filter language and the row codec see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,8 +28,8 @@ pub enum FieldKind {
     Enum(&'static EnumDef),
     /// `text[]`; `field:"x"` tests membership.
     TextArray,
-    /// `jsonb` holding a google.protobuf.Struct; `field:key` tests for a key,
-    /// `field.key = value` compares a member.
+    /// `jsonb` holding a google.protobuf.Struct (or a list of messages);
+    /// `field:key` tests for a key, `field.key = value` compares a member.
     Json,
 }
 
@@ -57,7 +63,8 @@ impl EnumDef {
 /// One field of a resource.
 #[derive(Debug)]
 pub struct Field {
-    /// Name as callers write it in filters, order_by and field masks.
+    /// Name as callers write it in filters, order_by and field masks (and
+    /// the proto field's name: the edge maps by it).
     pub name: &'static str,
     /// SQL column (a static identifier, never caller input).
     pub column: &'static str,
@@ -70,12 +77,23 @@ pub struct Field {
     pub sortable: bool,
     /// May be named in an update mask (false for output-only fields).
     pub mutable: bool,
+    /// Large content: not read from the database in the BASIC view.
+    pub large: bool,
 }
 
 impl Field {
     /// A plain, nullable, filterable, sortable, mutable field.
     pub const fn new(name: &'static str, kind: FieldKind) -> Self {
-        Field { name, column: name, kind, nullable: true, filterable: true, sortable: true, mutable: true }
+        Field {
+            name,
+            column: name,
+            kind,
+            nullable: true,
+            filterable: true,
+            sortable: true,
+            mutable: true,
+            large: false,
+        }
     }
     pub const fn column(mut self, column: &'static str) -> Self {
         self.column = column;
@@ -97,29 +115,246 @@ impl Field {
         self.mutable = false;
         self
     }
+    /// Large content (unsortable, unfilterable, skipped by the BASIC view).
+    pub const fn large(mut self) -> Self {
+        self.large = true;
+        self.sortable = false;
+        self.filterable = false;
+        self
+    }
+
+    /// Written by the server only: the id, the times it manages.
+    pub fn is_system(&self) -> bool {
+        matches!(self.name, "id" | "create_time" | "update_time" | "delete_time")
+    }
 }
 
-/// A resource type: a table and its fields.
+/// Defaults and rules, on the complete record about to be written; the
+/// previous record (on an update) is `Fields::before`.
+pub type Rules = fn(&mut Fields<'_>) -> Result<(), Vec<FieldViolation>>;
+
+fn no_rules(_: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>> {
+    Ok(())
+}
+
+/// A reference field that must name a live row of `resource` in the same
+/// tenant (checked on create and when the field changes).
 #[derive(Debug)]
+pub struct Parent {
+    pub field: &'static str,
+    pub resource: &'static Resource,
+}
+
+/// What deleting a parent does to its live children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDelete {
+    /// Soft-deleted with the parent (at its delete_time) and restored with it.
+    Cascade,
+    /// The delete is refused while live children exist.
+    Restrict,
+}
+
+/// Rows of `resource` whose `column` references this resource.
+#[derive(Debug)]
+pub struct Child {
+    pub resource: &'static Resource,
+    pub column: &'static str,
+    pub on_delete: OnDelete,
+}
+
+/// Legal moves of an enum field: `(from, allowed next states)`. A state not
+/// listed as a `from` is final. Setting the initial value is free.
+#[derive(Debug)]
+pub struct Transitions {
+    pub field: &'static str,
+    pub moves: &'static [(&'static str, &'static [&'static str])],
+}
+
+impl Transitions {
+    /// The states `from` may move to.
+    pub fn allowed(&self, from: &str) -> &'static [&'static str] {
+        self.moves.iter().find(|(f, _)| *f == from).map_or(&[], |(_, to)| to)
+    }
+}
+
+/// A unique constraint and what a violation tells the caller.
+#[derive(Debug)]
+pub struct Unique {
+    /// The constraint or unique index name in the migration.
+    pub constraint: &'static str,
+    /// `google.rpc.ErrorInfo.reason`.
+    pub reason: &'static str,
+    pub message: &'static str,
+}
+
+/// Ranked search over a resource: a generated, GIN-indexed `tsvector`
+/// column (weights live in the migration), and trigram columns for the
+/// typo-tolerant fallback.
+#[derive(Debug)]
+pub struct SearchSpec {
+    /// The `tsvector` column.
+    pub vector: &'static str,
+    /// Text search configuration (`english`).
+    pub config: &'static str,
+    /// Trigram (pg_trgm) columns, most important first.
+    pub fuzzy: &'static [&'static str],
+    /// Column a `ts_headline` snippet is cut from, if the resource has one.
+    pub snippet: Option<&'static str>,
+}
+
+/// Bulk upsert: rows match existing live rows by `key`.
+#[derive(Debug)]
+pub struct ImportSpec {
+    /// Natural key field (a partial unique index on live rows).
+    pub key: &'static str,
+    /// Fields an import never overwrites on an existing row.
+    pub keep_on_update: &'static [&'static str],
+}
+
+/// A server-managed counter: 1 on create, +1 whenever one of `bumps_on`
+/// changes (the row is locked, so no gap and no duplicate).
+#[derive(Debug)]
+pub struct Counter {
+    pub field: &'static str,
+    pub bumps_on: &'static [&'static str],
+}
+
+/// Ordered appends to a parent: `field` numbers the children of each
+/// `parent` value 1, 2, 3… in commit order.
+#[derive(Debug)]
+pub struct Sequence {
+    pub parent: &'static str,
+    pub field: &'static str,
+}
+
+/// A resource type: a table, its fields and its declared behaviour.
+#[derive(Clone, Copy, Debug)]
 pub struct Resource {
-    /// Singular name used in audit events and error details, e.g. `job`.
+    /// Singular name used in audit events, error details and request paths
+    /// (`job`: also the resource's field name in requests).
     pub name: &'static str,
     /// SQL table (static identifier).
     pub table: &'static str,
-    /// Every field, in the order rows are selected and decoded.
+    /// Every field, in the order rows are selected and decoded. Field 0 is `id`.
     pub fields: &'static [Field],
     /// Has `delete_time` and supports soft delete / undelete.
     pub soft_delete: bool,
     /// Default ordering, in `order_by` syntax.
     pub default_order: &'static str,
+    pub rules: Rules,
+    pub parents: &'static [Parent],
+    pub children: &'static [Child],
+    pub transitions: &'static [Transitions],
+    pub unique: &'static [Unique],
+    pub search: Option<&'static SearchSpec>,
+    pub import: Option<&'static ImportSpec>,
+    pub counter: Option<&'static Counter>,
+    pub sequence: Option<&'static Sequence>,
+    /// Written by the service only (no create/update through the API).
+    pub read_only: bool,
 }
 
 impl Resource {
+    /// Defaults for every optional part: `Resource { name, table, fields, ..Resource::BASE }`.
+    pub const BASE: Resource = Resource {
+        name: "",
+        table: "",
+        fields: &[],
+        soft_delete: false,
+        default_order: "create_time desc",
+        rules: no_rules,
+        parents: &[],
+        children: &[],
+        transitions: &[],
+        unique: &[],
+        search: None,
+        import: None,
+        counter: None,
+        sequence: None,
+        read_only: false,
+    };
+
     pub fn field(&self, name: &str) -> Option<&'static Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// Index of a field the declaration relies on (a typo is a programming error).
+    pub fn index(&self, name: &str) -> usize {
+        self.index_of(name).unwrap_or_else(|| panic!("{} declares no field {name}", self.name))
+    }
+
+    /// The reason and message for a violated unique constraint.
+    pub fn unique_violation(&self, constraint: &str) -> (&'static str, &'static str) {
+        self.unique
+            .iter()
+            .find(|u| u.constraint == constraint)
+            .map_or(("ALREADY_EXISTS", "the resource already exists"), |u| (u.reason, u.message))
+    }
+
+    /// Checks the declaration's internal references (every named field
+    /// exists, relations point at fields of the right kind). Run by a test
+    /// over every declared resource.
+    pub fn check(&self) -> Result<(), String> {
+        let need = |name: &str, what: &str| {
+            self.index_of(name)
+                .map(|_| ())
+                .ok_or_else(|| format!("{}: {what} names no field '{name}'", self.name))
+        };
+        if self.fields.first().map(|f| f.name) != Some("id") {
+            return Err(format!("{}: field 0 must be id", self.name));
+        }
+        if self.soft_delete {
+            need("delete_time", "soft_delete")?;
+        }
+        for p in self.parents {
+            need(p.field, "a parent")?;
+        }
+        for c in self.children {
+            c.resource.index_of(c.column).ok_or_else(|| {
+                format!("{}: child {} has no column {}", self.name, c.resource.name, c.column)
+            })?;
+            if c.on_delete == OnDelete::Cascade && !c.resource.soft_delete {
+                return Err(format!("{}: cascade to {} needs soft delete", self.name, c.resource.name));
+            }
+        }
+        for t in self.transitions {
+            need(t.field, "a transition")?;
+            let Some(FieldKind::Enum(def)) = self.field(t.field).map(|f| f.kind) else {
+                return Err(format!("{}: transitions of a non-enum field {}", self.name, t.field));
+            };
+            for (from, to) in t.moves {
+                for s in std::iter::once(from).chain(to.iter()) {
+                    if def.parse(s).is_none() {
+                        return Err(format!("{}: {} has no state {s}", self.name, t.field));
+                    }
+                }
+            }
+        }
+        if let Some(s) = self.search {
+            for c in s.fuzzy {
+                need(c, "search")?;
+            }
+        }
+        if let Some(i) = self.import {
+            need(i.key, "import")?;
+            for k in i.keep_on_update {
+                need(k, "import keep_on_update")?;
+            }
+        }
+        if let Some(c) = self.counter {
+            need(c.field, "counter")?;
+            for b in c.bumps_on {
+                need(b, "counter bumps_on")?;
+            }
+        }
+        if let Some(s) = self.sequence {
+            need(s.parent, "sequence")?;
+            need(s.field, "sequence")?;
+        }
+        Ok(())
     }
 }

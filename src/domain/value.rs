@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::schema::FieldKind;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Value {
     #[default]
@@ -38,5 +40,29 @@ impl Value {
             Value::TextArray(v) => J::Array(v.iter().cloned().map(J::String).collect()),
             Value::Json(j) => j.clone(),
         }
+    }
+
+    /// Reads [`Value::to_json`] back for a field of `kind`; `None` when the
+    /// JSON does not fit the kind.
+    pub fn from_json(j: &serde_json::Value, kind: FieldKind) -> Option<Value> {
+        use serde_json::Value as J;
+        if j.is_null() {
+            return Some(Value::Null);
+        }
+        Some(match (kind, j) {
+            (FieldKind::Uuid, J::String(s)) => Value::Uuid(s.parse().ok()?),
+            (FieldKind::Text | FieldKind::Enum(_), J::String(s)) => Value::Text(s.clone()),
+            (FieldKind::Int, J::Number(n)) => Value::Int(n.as_i64()?),
+            (FieldKind::Float, J::Number(n)) => Value::Float(n.as_f64()?),
+            (FieldKind::Bool, J::Bool(b)) => Value::Bool(*b),
+            (FieldKind::Timestamp, J::String(s)) => {
+                Value::Time(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc))
+            }
+            (FieldKind::TextArray, J::Array(a)) => {
+                Value::TextArray(a.iter().map(|s| s.as_str().map(str::to_owned)).collect::<Option<_>>()?)
+            }
+            (FieldKind::Json, j) => Value::Json(j.clone()),
+            _ => return None,
+        })
     }
 }

@@ -5,29 +5,54 @@ use uuid::Uuid;
 use super::{Scope, Tx};
 use crate::error::Error;
 
-/// What a mutation did (stored as its name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Create,
-    Update,
-    Delete,
-    Undelete,
-    Merge,
-    Import,
+pub use crate::domain::audit::Action;
+
+/// One audit event to write.
+pub struct Event {
+    pub entity: &'static str,
+    pub entity_id: Uuid,
+    pub action: Action,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
 }
 
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Create => "CREATE",
-            Action::Update => "UPDATE",
-            Action::Delete => "DELETE",
-            Action::Undelete => "UNDELETE",
-            Action::Merge => "MERGE",
-            Action::Import => "IMPORT",
+/// Writes `events` in one round trip (pipelined, in order).
+pub async fn record_many(tx: &Tx, scope: &Scope, events: &[Event]) -> Result<(), Error> {
+    match events {
+        [] => Ok(()),
+        [e] => record(tx, scope, e.entity, e.entity_id, e.action, e.before.clone(), e.after.clone()).await,
+        _ => {
+            let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+            let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+            let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 10]> = events
+                .iter()
+                .zip(&ids)
+                .zip(&actions)
+                .map(|((e, id), action)| {
+                    [
+                        &scope.tenant as &(dyn tokio_postgres::types::ToSql + Sync),
+                        id,
+                        &scope.actor,
+                        &e.entity,
+                        &e.entity_id,
+                        action,
+                        &e.before,
+                        &e.after,
+                        &scope.request_id,
+                        &scope.trace_id,
+                    ]
+                })
+                .collect();
+            let statements: Vec<(&str, &super::Params<'_>)> =
+                params.iter().map(|p| (INSERT_EVENT, &p[..])).collect();
+            tx.query_pipelined(&statements).await?;
+            Ok(())
         }
     }
 }
+
+const INSERT_EVENT: &str = "INSERT INTO audit_events (tenant_id, id, actor, entity, entity_id, action, before, after, request_id, trace_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 pub async fn record(
     tx: &Tx,
@@ -39,8 +64,7 @@ pub async fn record(
     after: Option<serde_json::Value>,
 ) -> Result<(), Error> {
     tx.query(
-        "INSERT INTO audit_events (tenant_id, id, actor, entity, entity_id, action, before, after, request_id, trace_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        INSERT_EVENT,
         &[
             &scope.tenant,
             &Uuid::now_v7(),

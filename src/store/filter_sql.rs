@@ -1,5 +1,5 @@
-//! Type-checks a parsed filter ([`Expr`]) against a [`Resource`] and compiles
-//! it to a boolean SQL expression with bound parameters.
+//! Compiles a type-checked filter (`domain::filter_check`) to a boolean SQL
+//! expression with bound parameters.
 //!
 //! The SQL text holds only static column names from the field table, SQL
 //! keywords and operators, and `$n` placeholders: every caller value (and
@@ -33,406 +33,120 @@
 //! Errors carry the position of the restriction (unknown field, operator
 //! not applicable) or of its argument (bad value).
 
-use chrono::{DateTime, Utc};
-
 use crate::domain::{
-    filter::{Arg, Expr, FilterError, Op, Restriction, shorten},
-    schema::{Field, FieldKind, Resource},
+    filter::{Expr, FilterError},
+    filter_check::{self, Checked, Cmp, MemberTest, Test},
+    schema::{FieldKind, Resource},
     value::Value,
 };
 
-/// Most parameters one filter may bind.
-pub const MAX_PARAMS: usize = 200;
+pub use crate::domain::filter_check::MAX_PARAMS;
 
-/// Guards against hand-built expressions deeper than any the parser makes.
-const MAX_DEPTH: usize = 64;
-
-/// Compiles `expr` to SQL, appending its values to `params` and referring to
-/// them as `$n` (`n` = index in `params` + 1, so earlier parameters such as
-/// the tenant id keep their numbers).
-pub fn compile(resource: &Resource, expr: &Expr, params: &mut Vec<Value>) -> Result<String, FilterError> {
-    let base = params.len();
-    let mut c = Compiler { resource, params, base };
-    c.expr(expr, 0)
+/// Type-checks and compiles `expr` (tests and one-off callers; the service
+/// checks once and calls [`emit`]).
+pub fn compile(
+    resource: &'static Resource,
+    expr: &Expr,
+    params: &mut Vec<Value>,
+) -> Result<String, FilterError> {
+    Ok(emit(&filter_check::check(resource, expr)?, params))
 }
 
-struct Compiler<'a> {
-    resource: &'a Resource,
-    params: &'a mut Vec<Value>,
-    /// `params.len()` before this filter.
-    base: usize,
+/// The SQL of a checked filter, appending its values to `params` and
+/// referring to them as `$n` (`n` = index in `params` + 1, so earlier
+/// parameters such as the tenant id keep their numbers). The checker
+/// bounded the number of values.
+pub fn emit(c: &Checked, params: &mut Vec<Value>) -> String {
+    let mut bind = |v: Value| {
+        params.push(v);
+        format!("${}", params.len())
+    };
+    emit_with(c, &mut bind)
 }
 
-/// Text pattern of a string value.
-struct Pattern {
-    /// The value with `\*` read as `*` (for exact comparisons).
-    exact: String,
-    /// An ILIKE pattern when the value holds an unescaped `*`.
-    like: Option<String>,
-}
-
-fn pattern(s: &str) -> Pattern {
-    let mut exact = String::with_capacity(s.len());
-    let mut like = String::with_capacity(s.len() + 2);
-    let mut wildcard = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        let literal = match c {
-            '\\' if chars.peek() == Some(&'*') => {
-                chars.next();
-                '*'
-            }
-            '*' => {
-                wildcard = true;
-                exact.push('*');
-                like.push('%');
-                continue;
-            }
-            c => c,
-        };
-        exact.push(literal);
-        if matches!(literal, '%' | '_' | '\\') {
-            like.push('\\');
-        }
-        like.push(literal);
+fn emit_with(c: &Checked, bind: &mut impl FnMut(Value) -> String) -> String {
+    match c {
+        Checked::And(v) => join(v, " AND ", "TRUE", bind),
+        Checked::Or(v) => join(v, " OR ", "FALSE", bind),
+        Checked::Not(inner) => format!("NOT COALESCE({}, false)", emit_with(inner, bind)),
+        Checked::Cond(field, test) => cond(field.column, field.kind, test, bind),
     }
-    Pattern { exact, like: wildcard.then_some(like) }
+}
+
+fn join(v: &[Checked], sep: &str, empty: &str, bind: &mut impl FnMut(Value) -> String) -> String {
+    if v.is_empty() {
+        return empty.to_string();
+    }
+    let parts: Vec<String> = v.iter().map(|c| emit_with(c, bind)).collect();
+    format!("({})", parts.join(sep))
 }
 
 /// The comparison operator of a scalar restriction.
-fn sql_op(op: Op) -> &'static str {
+fn sql_op(op: Cmp) -> &'static str {
     match op {
-        Op::Eq | Op::Has => "=",
-        Op::Ne => "IS DISTINCT FROM",
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Gt => ">",
-        Op::Ge => ">=",
+        Cmp::Eq => "=",
+        Cmp::Ne => "IS DISTINCT FROM",
+        Cmp::Lt => "<",
+        Cmp::Le => "<=",
+        Cmp::Gt => ">",
+        Cmp::Ge => ">=",
     }
 }
 
-/// The text of a string-like argument.
-fn text_arg(arg: &Arg) -> Option<&str> {
-    match arg {
-        Arg::String(s) | Arg::Word(s) | Arg::Number(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// Describes an argument for "expected X, found Y" messages.
-fn describe(arg: &Arg) -> String {
-    match arg {
-        Arg::String(s) => format!("\"{}\"", shorten(s)),
-        Arg::Number(s) | Arg::Word(s) => format!("'{}'", shorten(s)),
-        Arg::Bool(b) => format!("'{b}'"),
-        Arg::Null => "'null'".to_string(),
-        Arg::Star => "'*'".to_string(),
-    }
-}
-
-/// `raw` (a number as written) as a JSON number.
-fn json_number(raw: &str) -> Option<serde_json::Value> {
-    if let Ok(i) = raw.parse::<i64>() {
-        return Some(i.into());
-    }
-    if let Ok(u) = raw.parse::<u64>() {
-        return Some(u.into());
-    }
-    raw.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(serde_json::Value::Number)
-}
-
-/// `raw` (a number as written) as an i64; integral floats such as `1e5` are accepted.
-fn integer(raw: &str) -> Option<i64> {
-    /// 2^53: every integer up to here is exact in an f64.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    raw.parse::<i64>().ok().or_else(|| {
-        let f = raw.parse::<f64>().ok()?;
-        // The range check makes the cast exact.
-        (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
-    })
-}
-
-impl Compiler<'_> {
-    /// Binds `v` and returns its placeholder.
-    fn bind(&mut self, v: Value, position: usize) -> Result<String, FilterError> {
-        if self.params.len() - self.base >= MAX_PARAMS {
-            return Err(FilterError::new(
-                position,
-                format!("filter uses too many values (at most {MAX_PARAMS})"),
-            ));
+fn cond(col: &str, kind: FieldKind, test: &Test, bind: &mut impl FnMut(Value) -> String) -> String {
+    match test {
+        Test::IsNull => format!("{col} IS NULL"),
+        Test::NotNull => format!("{col} IS NOT NULL"),
+        Test::NonEmpty => format!("cardinality({col}) > 0"),
+        Test::Compare(op, v) => format!("{col} {} {}", sql_op(*op), bind(v.clone())),
+        Test::Like(p) => format!("{col} ILIKE {}", bind(Value::Text(p.clone()))),
+        Test::NotLike(p) => {
+            format!("({col} NOT ILIKE {n} OR {col} IS NULL)", n = bind(Value::Text(p.clone())))
         }
-        self.params.push(v);
-        Ok(format!("${}", self.params.len()))
-    }
-
-    fn expr(&mut self, e: &Expr, depth: usize) -> Result<String, FilterError> {
-        if depth > MAX_DEPTH {
-            return Err(FilterError::new(1, "filter is nested too deeply"));
-        }
-        match e {
-            Expr::And(v) => self.join(v, " AND ", "TRUE", depth),
-            Expr::Or(v) => self.join(v, " OR ", "FALSE", depth),
-            Expr::Not(inner) => Ok(format!("NOT COALESCE({}, false)", self.expr(inner, depth + 1)?)),
-            Expr::Restriction(r) => self.restriction(r),
-        }
-    }
-
-    fn join(&mut self, v: &[Expr], sep: &str, empty: &str, depth: usize) -> Result<String, FilterError> {
-        if v.is_empty() {
-            return Ok(empty.to_string());
-        }
-        let parts = v.iter().map(|e| self.expr(e, depth + 1)).collect::<Result<Vec<_>, _>>()?;
-        Ok(format!("({})", parts.join(sep)))
-    }
-
-    fn restriction(&mut self, r: &Restriction) -> Result<String, FilterError> {
-        let at = r.position;
-        let Some(name) = r.path.first() else {
-            return Err(FilterError::new(at, "expected a field name"));
-        };
-        let field = self
-            .resource
-            .field(name)
-            .ok_or_else(|| FilterError::new(at, format!("unknown field '{}'", shorten(name))))?;
-        if !field.filterable {
-            return Err(FilterError::new(at, format!("field '{}' cannot be filtered", field.name)));
-        }
-        let keys = &r.path[1..];
-        if !keys.is_empty() {
-            if field.kind != FieldKind::Json {
-                return Err(FilterError::new(
-                    at,
-                    format!(
-                        "field '{}' has no members ('{}' is not a field)",
-                        field.name,
-                        shorten(&r.member())
-                    ),
-                ));
-            }
-            return self.json_member(field, keys, r);
-        }
-        let col = field.column;
-        match (&r.arg, r.op) {
-            (Arg::Null, Op::Eq) => return Ok(format!("{col} IS NULL")),
-            (Arg::Null, Op::Ne) => return Ok(format!("{col} IS NOT NULL")),
-            (Arg::Null, _) => return Err(null_error(r)),
-            (Arg::Star, Op::Has) if field.kind == FieldKind::TextArray => {
-                return Ok(format!("cardinality({col}) > 0"));
-            }
-            (Arg::Star, Op::Has) => return Ok(format!("{col} IS NOT NULL")),
-            (Arg::Star, _) => return Err(FilterError::new(r.arg_position, "'*' is only allowed after ':'")),
-            _ => {}
-        }
-        match field.kind {
-            FieldKind::Text => self.text(field, r),
-            FieldKind::Int => {
-                let v = match &r.arg {
-                    Arg::Number(n) => integer(n),
-                    _ => None,
-                }
-                .ok_or_else(|| expected(r, &format!("an integer for '{}'", field.name)))?;
-                self.scalar(field, r, Value::Int(v))
-            }
-            FieldKind::Float => {
-                let v = match &r.arg {
-                    Arg::Number(n) => n.parse::<f64>().ok().filter(|f| f.is_finite()),
-                    _ => None,
-                }
-                .ok_or_else(|| expected(r, &format!("a number for '{}'", field.name)))?;
-                self.scalar(field, r, Value::Float(v))
-            }
-            FieldKind::Bool => {
-                let Arg::Bool(b) = r.arg else {
-                    return Err(expected(r, &format!("true or false for '{}'", field.name)));
-                };
-                only_equality(field, r)?;
-                self.scalar(field, r, Value::Bool(b))
-            }
-            FieldKind::Timestamp => {
-                let t = match &r.arg {
-                    Arg::String(s) | Arg::Word(s) => DateTime::parse_from_rfc3339(s).ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| expected(r, &format!("an RFC 3339 timestamp for '{}'", field.name)))?;
-                self.scalar(field, r, Value::Time(t.with_timezone(&Utc)))
-            }
-            FieldKind::Enum(def) => {
-                only_equality(field, r)?;
-                let short = match &r.arg {
-                    Arg::String(s) | Arg::Word(s) => def.parse(s),
-                    _ => None,
-                }
-                .ok_or_else(|| {
-                    expected(r, &format!("one of {} for '{}'", def.values.join(", "), field.name))
-                })?;
-                self.scalar(field, r, Value::Text(short.to_string()))
-            }
-            FieldKind::Uuid => {
-                only_equality(field, r)?;
-                let u = match &r.arg {
-                    Arg::String(s) | Arg::Word(s) => uuid::Uuid::parse_str(s).ok(),
-                    _ => None,
-                }
-                .ok_or_else(|| expected(r, &format!("a UUID for '{}'", field.name)))?;
-                self.scalar(field, r, Value::Uuid(u))
-            }
-            FieldKind::TextArray => {
-                if r.op != Op::Has {
-                    return Err(FilterError::new(
-                        at,
-                        format!(
-                            "use ':' to test membership of '{}' (e.g. {}:\"value\")",
-                            field.name, field.name
-                        ),
-                    ));
-                }
-                let s =
-                    text_arg(&r.arg).ok_or_else(|| expected(r, &format!("a string for '{}'", field.name)))?;
-                let n = self.bind(Value::TextArray(vec![pattern(s).exact]), r.arg_position)?;
-                Ok(format!("{col} @> {n}::text[]"))
-            }
-            FieldKind::Json => {
-                if r.op != Op::Has {
-                    return Err(FilterError::new(
-                        at,
-                        format!(
-                            "compare a member of '{f}' (e.g. {f}.key = \"value\") or test for a key with '{f}:key'",
-                            f = field.name
-                        ),
-                    ));
-                }
-                let key = text_arg(&r.arg)
-                    .ok_or_else(|| expected(r, &format!("a key name for '{}'", field.name)))?;
-                let n = self.bind(Value::Text(key.to_string()), r.arg_position)?;
-                Ok(format!("{col} ? {n}::text"))
-            }
-        }
-    }
-
-    /// `col op $n` for a scalar value; `:` is equality, `!=` is null-safe.
-    fn scalar(&mut self, field: &Field, r: &Restriction, v: Value) -> Result<String, FilterError> {
-        let n = self.bind(v, r.arg_position)?;
-        Ok(format!("{} {} {n}", field.column, sql_op(r.op)))
-    }
-
-    fn text(&mut self, field: &Field, r: &Restriction) -> Result<String, FilterError> {
-        let col = field.column;
-        let s = text_arg(&r.arg).ok_or_else(|| expected(r, &format!("a string for '{}'", field.name)))?;
-        let Pattern { exact, like } = pattern(s);
-        match (r.op, like) {
-            (Op::Eq | Op::Has, Some(like)) => {
-                let n = self.bind(Value::Text(like), r.arg_position)?;
-                Ok(format!("{col} ILIKE {n}"))
-            }
-            (Op::Ne, Some(like)) => {
-                let n = self.bind(Value::Text(like), r.arg_position)?;
-                Ok(format!("({col} NOT ILIKE {n} OR {col} IS NULL)"))
-            }
-            // Orderings compare exactly; a `*` there is just a character.
-            _ => self.scalar(field, r, Value::Text(exact)),
-        }
-    }
-
-    /// The jsonb member at `keys` of `col`: `col -> $k::text` or, nested,
-    /// `col #> $k::text[]`; `as_text` gives the `->>` / `#>>` text form.
-    fn accessor(
-        &mut self,
-        col: &str,
-        keys: &[String],
-        as_text: bool,
-        at: usize,
-    ) -> Result<String, FilterError> {
-        let (op, value, cast) = match keys {
-            [key] => (if as_text { "->>" } else { "->" }, Value::Text(key.clone()), "text"),
-            _ => (if as_text { "#>>" } else { "#>" }, Value::TextArray(keys.to_vec()), "text[]"),
-        };
-        let k = self.bind(value, at)?;
-        Ok(format!("{col} {op} {k}::{cast}"))
-    }
-
-    /// `field.key… op arg` on a Json field.
-    fn json_member(
-        &mut self,
-        field: &Field,
-        keys: &[String],
-        r: &Restriction,
-    ) -> Result<String, FilterError> {
-        let col = field.column;
-        let (at, arg_at) = (r.position, r.arg_position);
-        let literal = match (&r.arg, r.op) {
-            (Arg::Null, Op::Eq) => {
-                let acc = self.accessor(col, keys, false, at)?;
-                return Ok(format!("COALESCE(jsonb_typeof({acc}) = 'null', true)"));
-            }
-            (Arg::Null, Op::Ne) => {
-                let acc = self.accessor(col, keys, false, at)?;
-                return Ok(format!("COALESCE(jsonb_typeof({acc}) <> 'null', false)"));
-            }
-            (Arg::Null, _) => return Err(null_error(r)),
-            (Arg::Star, Op::Has) => {
-                if let [key] = keys {
-                    let k = self.bind(Value::Text(key.clone()), at)?;
-                    return Ok(format!("{col} ? {k}::text"));
-                }
-                let acc = self.accessor(col, keys, false, at)?;
-                return Ok(format!("{acc} IS NOT NULL"));
-            }
-            (Arg::Star, _) => return Err(FilterError::new(arg_at, "'*' is only allowed after ':'")),
-            (Arg::Bool(b), _) => serde_json::Value::Bool(*b),
-            (Arg::Number(n), _) => json_number(n).ok_or_else(|| expected(r, "a finite number"))?,
-            (Arg::String(s) | Arg::Word(s), op) => {
-                let Pattern { exact, like } = pattern(s);
-                match (op, like) {
-                    (Op::Eq | Op::Has, Some(like)) => {
-                        let acc = self.accessor(col, keys, true, at)?;
-                        let v = self.bind(Value::Text(like), arg_at)?;
-                        return Ok(format!("{acc} ILIKE {v}"));
-                    }
-                    (Op::Ne, Some(like)) => {
-                        let acc = self.accessor(col, keys, true, at)?;
-                        let v = self.bind(Value::Text(like), arg_at)?;
-                        return Ok(format!("NOT COALESCE({acc} ILIKE {v}, false)"));
-                    }
-                    _ => serde_json::Value::String(exact),
-                }
-            }
-        };
-        match r.op {
-            Op::Eq | Op::Has => {
-                // {"a": {"b": v}}: containment equals member equality for a
-                // scalar v, and the GIN index on the column serves it.
-                let doc = keys.iter().rev().fold(literal, |inner, key| {
-                    serde_json::Value::Object(std::iter::once((key.clone(), inner)).collect())
-                });
-                let v = self.bind(Value::Json(doc), arg_at)?;
-                Ok(format!("{col} @> {v}::jsonb"))
-            }
-            op => {
-                let acc = self.accessor(col, keys, false, at)?;
-                let v = self.bind(Value::Json(literal), arg_at)?;
-                Ok(format!("{acc} {} {v}::jsonb", sql_op(op)))
-            }
+        Test::Contains(s) => format!("{col} @> {}::text[]", bind(Value::TextArray(vec![s.clone()]))),
+        Test::HasKey(k) => format!("{col} ? {}::text", bind(Value::Text(k.clone()))),
+        Test::Member(keys, t) => {
+            debug_assert_eq!(kind, FieldKind::Json);
+            member(col, keys, t, bind)
         }
     }
 }
 
-/// "expected X, found Y" at the argument.
-fn expected(r: &Restriction, what: &str) -> FilterError {
-    FilterError::new(r.arg_position, format!("expected {what}, found {}", describe(&r.arg)))
+/// The jsonb member at `keys` of `col`: `col -> $k::text` or, nested,
+/// `col #> $k::text[]`; `as_text` gives the `->>` / `#>>` text form.
+fn accessor(col: &str, keys: &[String], as_text: bool, bind: &mut impl FnMut(Value) -> String) -> String {
+    let (op, value, cast) = match keys {
+        [key] => (if as_text { "->>" } else { "->" }, Value::Text(key.clone()), "text"),
+        _ => (if as_text { "#>>" } else { "#>" }, Value::TextArray(keys.to_vec()), "text[]"),
+    };
+    format!("{col} {op} {}::{cast}", bind(value))
 }
 
-fn null_error(r: &Restriction) -> FilterError {
-    FilterError::new(r.arg_position, format!("null can only be compared with '=' or '!=', not '{}'", r.op))
-}
-
-/// Rejects orderings on kinds that have none.
-fn only_equality(field: &Field, r: &Restriction) -> Result<(), FilterError> {
-    match r.op {
-        Op::Eq | Op::Ne | Op::Has => Ok(()),
-        op => Err(FilterError::new(
-            r.position,
-            format!("'{op}' does not apply to '{}'; use '=', '!=' or ':'", field.name),
-        )),
+fn member(col: &str, keys: &[String], t: &MemberTest, bind: &mut impl FnMut(Value) -> String) -> String {
+    match t {
+        MemberTest::IsNull => {
+            format!("COALESCE(jsonb_typeof({}) = 'null', true)", accessor(col, keys, false, bind))
+        }
+        MemberTest::NotNull => {
+            format!("COALESCE(jsonb_typeof({}) <> 'null', false)", accessor(col, keys, false, bind))
+        }
+        MemberTest::Exists => match keys {
+            [key] => format!("{col} ? {}::text", bind(Value::Text(key.clone()))),
+            _ => format!("{} IS NOT NULL", accessor(col, keys, false, bind)),
+        },
+        MemberTest::Like(p) => {
+            let acc = accessor(col, keys, true, bind);
+            format!("{acc} ILIKE {}", bind(Value::Text(p.clone())))
+        }
+        MemberTest::NotLike(p) => {
+            let acc = accessor(col, keys, true, bind);
+            format!("NOT COALESCE({acc} ILIKE {}, false)", bind(Value::Text(p.clone())))
+        }
+        MemberTest::Contains(doc) => format!("{col} @> {}::jsonb", bind(Value::Json(doc.clone()))),
+        MemberTest::Compare(op, literal) => {
+            let acc = accessor(col, keys, false, bind);
+            format!("{acc} {} {}::jsonb", sql_op(*op), bind(Value::Json(literal.clone())))
+        }
     }
 }
 
@@ -445,7 +159,12 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::domain::{filter::parse, schema::EnumDef};
+    use chrono::{DateTime, Utc};
+
+    use crate::domain::{
+        filter::{Arg, Op, Restriction, parse},
+        schema::{EnumDef, Field},
+    };
 
     static JOB_TYPE: EnumDef =
         EnumDef { prefix: "JOB_TYPE_", values: &["FULL_TIME", "PART_TIME", "CONTRACT"] };
@@ -469,6 +188,7 @@ mod tests {
         fields: FIELDS,
         soft_delete: true,
         default_order: "create_time desc",
+        ..Resource::BASE
     };
 
     fn tenant() -> Value {

@@ -1,10 +1,16 @@
-//! Bulk upsert: each batch is `COPY`ed (binary) into a temporary staging
-//! table and merged into the resource's table by one `INSERT ... ON
-//! CONFLICT` statement, in one transaction together with the run's counters.
+//! Bulk upsert of any resource that declares an [`ImportSpec`]: each batch
+//! is `COPY`ed (binary) into a temporary staging table and merged into the
+//! resource's table by one `INSERT ... ON CONFLICT` statement on its natural
+//! key, in one transaction together with the run's counters (`ingest_runs`).
 //! A batch is applied whole or not at all; a batch that fails for a
 //! transient reason is retried, otherwise its rows are reported as failed.
 
-use std::{collections::HashMap, fmt::Write, sync::LazyLock, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt::Write,
+    sync::{LazyLock, RwLock},
+    time::Duration,
+};
 
 use serde_json::json;
 use tokio_postgres::types::Type;
@@ -13,8 +19,8 @@ use uuid::Uuid;
 use super::{Scope, Store, Tx, audit};
 use crate::{
     domain::{
+        audit::Action,
         ingest::{INGEST_RUN, MAX_REPORTED_ERRORS},
-        job::JOB,
         schema::{Field, FieldKind, Resource},
         value::Value,
     },
@@ -32,6 +38,7 @@ pub struct Row {
 pub struct Rejected {
     pub index: i64,
     pub reason: String,
+    /// Its natural key, when it has one (reported with the reason).
     pub key: Option<String>,
 }
 
@@ -43,9 +50,11 @@ pub struct Batch {
 }
 
 /// Running totals of an ingest run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Run {
     pub id: Uuid,
+    /// The imported resource (its natural key names the errors' key).
+    pub res: &'static Resource,
     pub received: i64,
     pub inserted: i64,
     pub updated: i64,
@@ -57,7 +66,8 @@ impl Run {
     fn reject(&mut self, r: &Rejected) {
         self.failed += 1;
         if self.errors.len() < MAX_REPORTED_ERRORS {
-            self.errors.push(json!({"index": r.index, "reason": r.reason, "job_url": r.key}));
+            let key = self.res.import.map_or("key", |i| i.key);
+            self.errors.push(json!({"index": r.index, "reason": r.reason, key: r.key}));
         }
     }
 }
@@ -66,6 +76,8 @@ impl Run {
 /// built once from the field table.
 struct Plan {
     columns: Vec<&'static Field>,
+    /// Index of the natural key in the field table.
+    key_index: usize,
     /// For each column, its index in the field table (computed once, not per row).
     field_index: Vec<usize>,
     types: Vec<Type>,
@@ -73,10 +85,6 @@ struct Plan {
     copy: String,
     merge: String,
 }
-
-/// Fields an import never overwrites on an existing row: the caller's own
-/// pipeline state.
-const KEEP_ON_UPDATE: &[&str] = &["status", "discovered_time"];
 
 fn sql_type(kind: FieldKind) -> (Type, &'static str) {
     match kind {
@@ -91,7 +99,9 @@ fn sql_type(kind: FieldKind) -> (Type, &'static str) {
     }
 }
 
-fn plan(res: &'static Resource, key: &str) -> Plan {
+fn build_plan(res: &'static Resource) -> Plan {
+    let spec = res.import.expect("import plans exist for resources that declare an import");
+    let key = res.fields[res.index(spec.key)].column;
     let columns: Vec<&'static Field> = res
         .fields
         .iter()
@@ -105,8 +115,11 @@ fn plan(res: &'static Resource, key: &str) -> Plan {
     create.push_str(") ON COMMIT DELETE ROWS");
     let names: Vec<&str> = columns.iter().map(|f| f.column).collect();
     let list = names.join(", ");
-    let updated: Vec<&str> =
-        names.iter().copied().filter(|c| *c != "id" && !KEEP_ON_UPDATE.contains(c)).collect();
+    let updated: Vec<&str> = columns
+        .iter()
+        .filter(|f| f.name != "id" && !spec.keep_on_update.contains(&f.name))
+        .map(|f| f.column)
+        .collect();
     let set: Vec<String> = updated.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
     let old: Vec<String> = updated.iter().map(|c| format!("t.{c}")).collect();
     let new: Vec<String> = updated.iter().map(|c| format!("EXCLUDED.{c}")).collect();
@@ -124,6 +137,7 @@ fn plan(res: &'static Resource, key: &str) -> Plan {
         new = new.join(", "),
     );
     Plan {
+        key_index: res.index(spec.key),
         field_index: columns.iter().map(|f| res.index_of(f.name).expect("column is a field")).collect(),
         types: columns.iter().map(|f| sql_type(f.kind).0).collect(),
         copy: format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
@@ -133,32 +147,42 @@ fn plan(res: &'static Resource, key: &str) -> Plan {
     }
 }
 
-static JOB_PLAN: LazyLock<Plan> = LazyLock::new(|| plan(&JOB, "job_url"));
+/// The plan of a resource, built once.
+fn plan(res: &'static Resource) -> &'static Plan {
+    static PLANS: LazyLock<RwLock<HashMap<&'static str, &'static Plan>>> = LazyLock::new(Default::default);
+    if let Some(p) = PLANS.read().expect("plan lock").get(res.table) {
+        return p;
+    }
+    let built: &'static Plan = Box::leak(Box::new(build_plan(res)));
+    PLANS.write().expect("plan lock").insert(res.table, built);
+    built
+}
 
-/// The job columns an import writes (field-table names) and their COPY
-/// types, for tools that COPY the same rows directly (the ingest benchmark).
-pub fn job_copy_columns() -> (Vec<&'static str>, &'static [Type]) {
-    (JOB_PLAN.columns.iter().map(|f| f.column).collect(), &JOB_PLAN.types)
+/// The columns an import of `res` writes and their COPY types, for tools
+/// that COPY the same rows directly (the ingest benchmark).
+pub fn copy_columns(res: &'static Resource) -> (Vec<&'static str>, &'static [Type]) {
+    let p = plan(res);
+    (p.columns.iter().map(|f| f.column).collect(), &p.types)
 }
 
 /// Records the start of a run (committed at once, so a cut-off run is
 /// still visible).
-pub async fn start(store: &Store, scope: &Scope, source_site: Option<&str>) -> Result<Run, Error> {
+pub async fn start(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    source_site: Option<&str>,
+) -> Result<Run, Error> {
     let id = Uuid::now_v7();
     let tx = store.begin(scope).await?;
-    tx.query(
-        "INSERT INTO ingest_runs (tenant_id, id, source_site) VALUES ($1, $2, $3)",
-        &[&scope.tenant, &id, &source_site],
-    )
-    .await?;
+    tx.query(include_str!("sql/ingest_run_start.sql"), &[&scope.tenant, &id, &source_site]).await?;
     tx.commit().await?;
-    Ok(Run { id, ..Run::default() })
+    Ok(Run { id, res, received: 0, inserted: 0, updated: 0, failed: 0, errors: Vec::new() })
 }
 
 async fn save_counters(tx: &Tx, scope: &Scope, run: &Run) -> Result<(), Error> {
     tx.query(
-        "UPDATE ingest_runs SET received = $3, inserted = $4, updated = $5, failed = $6, errors = $7, \
-         update_time = now(), revision = revision + 1 WHERE tenant_id = $1 AND id = $2",
+        include_str!("sql/ingest_run_counters.sql"),
         &[
             &scope.tenant,
             &run.id,
@@ -180,11 +204,11 @@ fn key_of(values: &[Value], key_index: usize) -> Option<&str> {
     }
 }
 
-/// Applies one batch of jobs and advances `run` (only once it committed).
-pub async fn apply_jobs(store: &Store, scope: &Scope, run: &mut Run, batch: Batch) -> Result<(), Error> {
-    let plan = &*JOB_PLAN;
-    let key_index = JOB.index_of("job_url").expect("jobs have job_url");
-    // Within a batch the last row of a job_url wins; the ones it supersedes
+/// Applies one batch of `run.res` and advances `run` (only once it committed).
+pub async fn apply(store: &Store, scope: &Scope, run: &mut Run, batch: Batch) -> Result<(), Error> {
+    let plan = plan(run.res);
+    let key_index = plan.key_index;
+    // Within a batch the last row of a key wins; the ones it supersedes
     // count as updates (as if the rows had been applied one by one).
     let mut last: HashMap<&str, usize> = HashMap::with_capacity(batch.rows.len());
     for (i, r) in batch.rows.iter().enumerate() {
@@ -284,25 +308,12 @@ pub async fn finish(
 ) -> Result<super::records::Record, Error> {
     let tx = store.begin(scope).await?;
     save_counters(&tx, scope, run).await?;
-    tx.query(
-        "UPDATE ingest_runs SET end_time = now(), source_site = COALESCE(source_site, $3) \
-         WHERE tenant_id = $1 AND id = $2",
-        &[&scope.tenant, &run.id, &source_site],
-    )
-    .await?;
+    tx.query(include_str!("sql/ingest_run_finish.sql"), &[&scope.tenant, &run.id, &source_site]).await?;
     let rec = super::records::fetch(&tx, scope.tenant, &INGEST_RUN, run.id, false)
         .await?
         .ok_or_else(|| Error::Internal("ingest run vanished".into()))?;
-    audit::record(
-        &tx,
-        scope,
-        INGEST_RUN.name,
-        run.id,
-        audit::Action::Import,
-        None,
-        Some(rec.to_json(&INGEST_RUN)),
-    )
-    .await?;
+    audit::record(&tx, scope, INGEST_RUN.name, run.id, Action::Import, None, Some(rec.to_json(&INGEST_RUN)))
+        .await?;
     tx.commit().await?;
     Ok(rec)
 }

@@ -545,10 +545,7 @@ pub fn db_error(e: tokio_postgres::Error) -> Error {
     };
     let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
     match *code {
-        SqlState::UNIQUE_VIOLATION => Error::AlreadyExists {
-            reason: unique_reason(constraint),
-            message: unique_message(constraint).into(),
-        },
+        SqlState::UNIQUE_VIOLATION => Error::Unique { constraint: constraint.to_owned() },
         SqlState::FOREIGN_KEY_VIOLATION => Error::FailedPrecondition {
             reason: "REFERENCE_NOT_FOUND",
             message: "a referenced resource does not exist".into(),
@@ -590,20 +587,6 @@ pub fn db_error(e: tokio_postgres::Error) -> Error {
             );
             Error::Internal(format!("database error {}", code.code()))
         }
-    }
-}
-
-fn unique_reason(constraint: &str) -> &'static str {
-    match constraint {
-        "jobs_live_job_url_key" => "DUPLICATE_JOB_URL",
-        _ => "ALREADY_EXISTS",
-    }
-}
-
-fn unique_message(constraint: &str) -> &'static str {
-    match constraint {
-        "jobs_live_job_url_key" => "a live job with this job_url already exists",
-        _ => "the resource already exists",
     }
 }
 

@@ -13,55 +13,60 @@ use uuid::Uuid;
 use super::{Scope, Store, Tx, db_error, filter_sql, value_sql};
 use crate::{
     domain::{
-        filter::Expr,
+        filter_check::Checked,
         order::OrderKey,
-        schema::{Field, FieldKind, Resource},
+        schema::{Field, FieldKind, Resource, Sequence},
         value::Value,
     },
     error::Error,
 };
 
-/// One row of a resource: values in field-table order, plus its revision
-/// (the etag source).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Record {
-    pub values: Vec<Value>,
-    pub revision: i64,
-}
+pub use crate::domain::record::Record;
 
-impl Record {
-    pub fn id(&self) -> Uuid {
-        match self.values.first() {
-            Some(Value::Uuid(u)) => *u,
-            _ => Uuid::nil(),
-        }
-    }
-
-    /// Opaque entity tag: changes on every update, delete and undelete.
-    pub fn etag(&self) -> String {
-        format!("W/\"{}\"", self.revision)
-    }
-
-    /// `{field: value}` for audit snapshots.
-    pub fn to_json(&self, res: &Resource) -> serde_json::Value {
-        let map =
-            res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
-        serde_json::Value::Object(map)
-    }
+/// Which columns a read returns: FULL reads every field, BASIC leaves the
+/// large ones (`Field::large`) in the database (they decode as NULL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    Basic,
+    #[default]
+    Full,
 }
 
 /// SQL text fixed per resource, built once.
 struct ResourceSql {
     select: String,
+    /// The BASIC view's select list: large columns as typed NULLs, so rows
+    /// decode by position like FULL ones.
+    select_basic: String,
     insert: String,
     fetch: String,
+    fetch_basic: String,
     fetch_for_update: String,
     fetch_many: String,
+    fetch_many_basic: String,
 }
 
-/// Fields written by callers (id is assigned, times are managed).
+impl ResourceSql {
+    fn select(&self, view: View) -> &str {
+        if view == View::Basic { &self.select_basic } else { &self.select }
+    }
+}
+
 fn is_system(f: &Field) -> bool {
-    matches!(f.name, "id" | "create_time" | "update_time" | "delete_time")
+    f.is_system()
+}
+
+fn sql_type_name(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Uuid => "uuid",
+        FieldKind::Text | FieldKind::Enum(_) => "text",
+        FieldKind::Int => "bigint",
+        FieldKind::Float => "double precision",
+        FieldKind::Bool => "boolean",
+        FieldKind::Timestamp => "timestamptz",
+        FieldKind::TextArray => "text[]",
+        FieldKind::Json => "jsonb",
+    }
 }
 
 fn sql_for(res: &'static Resource) -> &'static ResourceSql {
@@ -72,6 +77,18 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
     }
     let cols: Vec<&str> = res.fields.iter().map(|f| f.column).collect();
     let select = format!("{}, revision", cols.join(", "));
+    let basic: Vec<String> = res
+        .fields
+        .iter()
+        .map(|f| {
+            if f.large {
+                format!("NULL::{} AS {}", sql_type_name(f.kind), f.column)
+            } else {
+                f.column.to_owned()
+            }
+        })
+        .collect();
+    let select_basic = format!("{}, revision", basic.join(", "));
     let writable: Vec<&Field> = res.fields.iter().filter(|f| !is_system(f)).collect();
     let mut insert = format!("INSERT INTO {} (tenant_id, id", res.table);
     for f in &writable {
@@ -82,11 +99,21 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
         let _ = write!(insert, ", ${}", i + 3);
     }
     let _ = write!(insert, ") RETURNING {select}");
-    let fetch = format!("SELECT {select} FROM {} WHERE tenant_id = $1 AND id = $2", res.table);
+    let by_id = |sel: &str| format!("SELECT {sel} FROM {} WHERE tenant_id = $1 AND id = $2", res.table);
+    let by_ids = |sel: &str| format!("SELECT {sel} FROM {} WHERE tenant_id = $1 AND id = ANY($2)", res.table);
+    let (fetch, fetch_basic) = (by_id(&select), by_id(&select_basic));
     let fetch_for_update = format!("{fetch} FOR UPDATE");
-    let fetch_many = format!("SELECT {select} FROM {} WHERE tenant_id = $1 AND id = ANY($2)", res.table);
-    let built: &'static ResourceSql =
-        Box::leak(Box::new(ResourceSql { select, insert, fetch, fetch_for_update, fetch_many }));
+    let (fetch_many, fetch_many_basic) = (by_ids(&select), by_ids(&select_basic));
+    let built: &'static ResourceSql = Box::leak(Box::new(ResourceSql {
+        select,
+        select_basic,
+        insert,
+        fetch,
+        fetch_basic,
+        fetch_for_update,
+        fetch_many,
+        fetch_many_basic,
+    }));
     CACHE.write().expect("sql cache lock").insert(res.table, built);
     built
 }
@@ -108,8 +135,8 @@ fn decode_rows(res: &Resource, rows: &[tokio_postgres::Row]) -> Result<Vec<Recor
 }
 
 /// The select list of a resource (its fields, then `revision`).
-pub(super) fn select_list(res: &'static Resource) -> &'static str {
-    &sql_for(res).select
+pub(super) fn select_list(res: &'static Resource, view: View) -> &'static str {
+    sql_for(res).select(view)
 }
 
 /// Inserts a new row with `id`; `values` is in field-table order (system
@@ -152,8 +179,11 @@ pub async fn read_one(
     scope: &Scope,
     res: &'static Resource,
     id: Uuid,
+    view: View,
 ) -> Result<Option<Record>, Error> {
-    let rows = store.read(scope, &[(&sql_for(res).fetch, &[&scope.tenant, &id])]).await?;
+    let sql = sql_for(res);
+    let stmt = if view == View::Basic { &sql.fetch_basic } else { &sql.fetch };
+    let rows = store.read(scope, &[(stmt, &[&scope.tenant, &id])]).await?;
     rows.into_iter().flatten().next().map(|r| decode_row(res, &r)).transpose()
 }
 
@@ -164,8 +194,11 @@ pub async fn read_many(
     scope: &Scope,
     res: &'static Resource,
     ids: &[Uuid],
+    view: View,
 ) -> Result<Vec<Record>, Error> {
-    let rows = store.read(scope, &[(&sql_for(res).fetch_many, &[&scope.tenant, &ids])]).await?;
+    let sql = sql_for(res);
+    let stmt = if view == View::Basic { &sql.fetch_many_basic } else { &sql.fetch_many };
+    let rows = store.read(scope, &[(stmt, &[&scope.tenant, &ids])]).await?;
     decode_rows(res, &rows.into_iter().flatten().collect::<Vec<_>>())
 }
 
@@ -189,6 +222,82 @@ pub async fn exists(tx: &Tx, tenant: Uuid, res: &'static Resource, id: Uuid) -> 
         if res.soft_delete { " AND delete_time IS NULL" } else { "" }
     );
     Ok(tx.query_opt(&sql, &[&tenant, &id]).await?.is_some())
+}
+
+/// How many live rows of `child` reference `id` through `column`.
+pub async fn count_children(
+    tx: &Tx,
+    tenant: Uuid,
+    child: &'static Resource,
+    column: &str,
+    id: Uuid,
+) -> Result<i64, Error> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE tenant_id = $1 AND {column} = $2{}",
+        child.table,
+        if child.soft_delete { " AND delete_time IS NULL" } else { "" }
+    );
+    count_of(&tx.query(&sql, &[&tenant, &id]).await?)
+}
+
+/// Points every row of `child` that references `from` (through `column`)
+/// at `to`. Returns each row's snapshot before and its record after.
+pub async fn reassign(
+    tx: &Tx,
+    tenant: Uuid,
+    child: &'static Resource,
+    column: &str,
+    from: Uuid,
+    to: Uuid,
+) -> Result<Vec<(serde_json::Value, Record)>, Error> {
+    let sql = format!(
+        "UPDATE {} SET {column} = $3, update_time = now(), revision = revision + 1 \
+         WHERE tenant_id = $1 AND {column} = $2 RETURNING {}",
+        child.table,
+        sql_for(child).select
+    );
+    let rows = tx.query(&sql, &[&tenant, &from, &to]).await?;
+    let i = child.index(column);
+    rows.iter()
+        .map(|r| {
+            let after = decode_row(child, r)?;
+            let mut before = after.clone();
+            before.values[i] = Value::Uuid(from);
+            before.revision -= 1;
+            Ok((before.to_json(child), after))
+        })
+        .collect()
+}
+
+/// The next number of a sequence (`Sequence`) among the rows of `res`
+/// whose parent column holds `parent`: appends to one parent are
+/// serialized by a transaction-scoped advisory lock (one round trip: the
+/// lookup runs once the lock is held and sees the holder's commit).
+pub async fn next_in_sequence(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    seq: &Sequence,
+    parent: &Value,
+) -> Result<i64, Error> {
+    let parent_col = res.fields[res.index(seq.parent)].column;
+    let col = res.fields[res.index(seq.field)].column;
+    let key = format!("{}/{}/{}", res.table, tenant, parent.to_json());
+    let next = format!(
+        "SELECT COALESCE(max({col}), 0) + 1 FROM {} WHERE tenant_id = $1 AND {parent_col} = $2",
+        res.table
+    );
+    let rows = tx
+        .query_pipelined(&[
+            ("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]),
+            (&next, &[&tenant, parent]),
+        ])
+        .await?;
+    rows.last()
+        .and_then(|r| r.first())
+        .ok_or_else(|| Error::Internal("sequence returned no row".into()))?
+        .try_get::<_, i64>(0)
+        .map_err(db_error)
 }
 
 /// Soft-deletes (at `stamp`) the live rows of `child` that reference `id`,
@@ -267,7 +376,7 @@ pub async fn set_deleted(
 
 /// A list request after validation.
 pub struct ListQuery<'a> {
-    pub filter: Option<&'a Expr>,
+    pub filter: Option<&'a Checked>,
     /// Caller's order; the id tiebreaker is added here.
     pub order: &'a [OrderKey],
     /// Key values of the last row of the previous page (order keys + id).
@@ -276,7 +385,8 @@ pub struct ListQuery<'a> {
     pub show_deleted: bool,
     pub count: bool,
     /// A parent scope, `column = value` (e.g. the messages of one conversation).
-    pub extra: Option<(&'static str, Value)>,
+    pub parent: Option<(&'static str, Value)>,
+    pub view: View,
 }
 
 /// The effective sort keys: the caller's, then `id` in the direction of the
@@ -309,13 +419,12 @@ fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<L
     if res.soft_delete && !q.show_deleted {
         cond.push_str(" AND delete_time IS NULL");
     }
-    if let Some((column, value)) = &q.extra {
+    if let Some((column, value)) = &q.parent {
         params.push(value.clone());
         let _ = write!(cond, " AND {column} = ${}", params.len());
     }
-    if let Some(expr) = q.filter {
-        let sql = filter_sql::compile(res, expr, &mut params)
-            .map_err(|e| Error::invalid("filter", e.to_string()))?;
+    if let Some(checked) = q.filter {
+        let sql = filter_sql::emit(checked, &mut params);
         let _ = write!(cond, " AND {sql}");
     }
     let count = q.count.then(|| format!("SELECT count(*) FROM {} WHERE {cond}", res.table));
@@ -333,7 +442,7 @@ fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<L
     params.push(Value::Int(q.limit as i64 + 1));
     let page = format!(
         "SELECT {} FROM {} WHERE {cond} ORDER BY {} LIMIT ${}",
-        sql_for(res).select,
+        sql_for(res).select(q.view),
         res.table,
         order_sql.join(", "),
         params.len()

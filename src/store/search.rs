@@ -1,14 +1,22 @@
-//! Ranked full-text search over jobs (generated `search_vector`, GIN), with
-//! a typo-tolerant trigram fallback on title and company name. Pages are
-//! keyset by (score, id).
+//! Ranked search over any resource that declares a [`SearchSpec`]:
+//! full-text on its generated `tsvector` column (GIN), or a typo-tolerant
+//! trigram match on its fuzzy columns. Pages are keyset by (score, id).
+//! Column names come from the static declaration only.
 
 use std::fmt::Write;
 
 use uuid::Uuid;
 
-use super::{Tx, filter_sql, records};
+use super::{
+    Tx, filter_sql,
+    records::{self, Record, View},
+};
 use crate::{
-    domain::{filter::Expr, job::JOB, value::Value},
+    domain::{
+        filter_check::Checked,
+        schema::{Resource, SearchSpec},
+        value::Value,
+    },
     error::Error,
 };
 
@@ -21,41 +29,78 @@ pub enum Mode {
 
 pub struct SearchQuery<'a> {
     pub text: &'a str,
-    pub filter: Option<&'a Expr>,
+    pub filter: Option<&'a Checked>,
     pub after: Option<(f64, Uuid)>,
     pub limit: usize,
     pub mode: Mode,
 }
 
-/// Up to `limit + 1` hits, best first, with their scores.
+/// One hit: the record, its score and (when the resource declares a
+/// snippet column and the mode is full text) a highlighted snippet.
+pub struct Hit {
+    pub record: Record,
+    pub score: f64,
+    pub snippet: Option<String>,
+}
+
+/// `FROM`, the match condition and the score expression of a mode.
+fn ranking(spec: &SearchSpec, mode: Mode) -> (String, String, String) {
+    match mode {
+        Mode::FullText => (
+            format!("websearch_to_tsquery('{}', $2) AS q", spec.config),
+            format!("{} @@ q", spec.vector),
+            format!("ts_rank_cd({}, q, 1)::float8", spec.vector),
+        ),
+        Mode::Fuzzy => {
+            // Whole-string similarity (threshold 0.3) for short values, word
+            // similarity (0.6) for a query that matches part of a long one.
+            let matches: Vec<String> = spec
+                .fuzzy
+                .iter()
+                .map(|c| format!("{c} % $2"))
+                .chain(spec.fuzzy.iter().map(|c| format!("$2 <% {c}")))
+                .collect();
+            let scores: Vec<String> = spec
+                .fuzzy
+                .iter()
+                .map(|c| format!("similarity({c}, $2)"))
+                .chain(spec.fuzzy.iter().map(|c| format!("word_similarity($2, {c})")))
+                .collect();
+            (
+                String::new(),
+                format!("({})", matches.join(" OR ")),
+                format!("greatest({})::float8", scores.join(", ")),
+            )
+        }
+    }
+}
+
+/// Up to `limit + 1` hits, best first.
 pub async fn search(
     tx: &Tx,
     tenant: Uuid,
+    res: &'static Resource,
     q: &SearchQuery<'_>,
-) -> Result<Vec<(records::Record, f64)>, Error> {
+) -> Result<Vec<Hit>, Error> {
+    let spec = res.search.ok_or_else(|| Error::Internal(format!("{} declares no search", res.name)))?;
     let mut params: Vec<Value> = vec![Value::Uuid(tenant), Value::Text(q.text.to_owned())];
-    let (from, matches, score) = match q.mode {
-        Mode::FullText => (
-            "jobs, websearch_to_tsquery('english', $2) AS q",
-            "search_vector @@ q",
-            "ts_rank_cd(search_vector, q, 1)::float8",
+    let (extra_from, matches, score) = ranking(spec, q.mode);
+    let snippet = match (spec.snippet, q.mode) {
+        (Some(col), Mode::FullText) => format!(
+            ", ts_headline('{}', coalesce({col}, ''), q, 'MaxFragments=2, MaxWords=20, MinWords=5') AS snippet",
+            spec.config
         ),
-        Mode::Fuzzy => (
-            "jobs",
-            // Whole-string similarity (threshold 0.3) for short titles, word
-            // similarity (0.6) for a query that matches part of a long one.
-            "(title % $2 OR company_name % $2 OR $2 <% title OR $2 <% company_name)",
-            "greatest(similarity(title, $2), similarity(company_name, $2), \
-             word_similarity($2, title), word_similarity($2, company_name))::float8",
-        ),
+        _ => ", NULL::text AS snippet".to_owned(),
     };
     let mut sql = format!(
-        "SELECT {}, {score} AS score FROM {from} WHERE tenant_id = $1 AND delete_time IS NULL AND {matches}",
-        records::select_list(&JOB)
+        "SELECT {}, {score} AS score{snippet} FROM {}{}{extra_from} WHERE tenant_id = $1{} AND {matches}",
+        records::select_list(res, View::Full),
+        res.table,
+        if extra_from.is_empty() { "" } else { ", " },
+        if res.soft_delete { " AND delete_time IS NULL" } else { "" },
     );
-    if let Some(expr) = q.filter {
-        let cond = filter_sql::compile(&JOB, expr, &mut params)
-            .map_err(|e| Error::invalid("filter", e.to_string()))?;
+    if let Some(checked) = q.filter {
+        let cond = filter_sql::emit(checked, &mut params);
         let _ = write!(sql, " AND {cond}");
     }
     if let Some((s, id)) = q.after {
@@ -68,11 +113,14 @@ pub async fn search(
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
     let rows = tx.query(&sql, &refs).await?;
+    let n = res.fields.len();
     rows.iter()
         .map(|r| {
-            let rec = records::decode_row(&JOB, r)?;
-            let score: f64 = r.try_get(JOB.fields.len() + 1).map_err(super::db_error)?;
-            Ok((rec, score))
+            Ok(Hit {
+                record: records::decode_row(res, r)?,
+                score: r.try_get(n + 1).map_err(super::db_error)?,
+                snippet: r.try_get(n + 2).map_err(super::db_error)?,
+            })
         })
         .collect()
 }

@@ -1,0 +1,139 @@
+//! Bulk import of any resource that declares an `ImportSpec`: the caller
+//! pushes rows as they arrive; the importer validates and batches them
+//! while a writer task applies the previous batch (binary COPY + one merge
+//! per batch, `store::import`), with at most two batches queued. One
+//! IMPORT audit event per run.
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::Instrument;
+
+use super::{Changes, Draft, Service, validate_new};
+use crate::{
+    domain::{record::Record, schema::Resource, value::Value},
+    error::{Error, FieldViolation},
+    store::{Scope, import},
+};
+
+/// Rows and bytes per import batch (one COPY + merge transaction each).
+pub const IMPORT_BATCH_ROWS: usize = 2000;
+pub const IMPORT_BATCH_BYTES: usize = 8 << 20;
+
+/// One row of the caller's stream.
+pub struct ImportItem {
+    pub draft: Draft,
+    /// Violations found while converting the caller's message.
+    pub conversion: Vec<FieldViolation>,
+    /// Its encoded size (batches are bounded in bytes too).
+    pub bytes: usize,
+}
+
+/// An import in progress.
+pub struct Importer {
+    svc: Service,
+    scope: Scope,
+    res: &'static Resource,
+    header_source: Option<String>,
+    first_source: Option<String>,
+    batch: import::Batch,
+    bytes: usize,
+    index: i64,
+    queue: Option<mpsc::Sender<import::Batch>>,
+    writer: JoinHandle<Result<import::Run, Error>>,
+}
+
+fn text_at(res: &Resource, values: &[Value], field: &str, max: usize) -> Option<String> {
+    match res.index_of(field).map(|i| &values[i]) {
+        Some(Value::Text(s)) if !s.is_empty() => Some(s.chars().take(max).collect()),
+        _ => None,
+    }
+}
+
+impl Service {
+    /// Starts an import run of `res` (committed at once, so a cut-off run is
+    /// still visible). `source_site` names the run; else the first row's.
+    pub async fn import(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        source_site: Option<String>,
+    ) -> Result<Importer, Error> {
+        if res.import.is_none() {
+            return Err(Error::Internal(format!("{} declares no import", res.name)));
+        }
+        let mut run = import::start(&self.store, scope, res, source_site.as_deref()).await?;
+        let (queue, mut batches) = mpsc::channel::<import::Batch>(2);
+        let (svc, wscope) = (self.clone(), scope.clone());
+        let writer = tokio::spawn(
+            async move {
+                while let Some(b) = batches.recv().await {
+                    import::apply(&svc.store, &wscope, &mut run, b).await?;
+                    svc.cache.invalidate(&wscope, &Changes::bulk(res)).await;
+                }
+                Ok::<_, Error>(run)
+            }
+            .in_current_span(), // statements stay children of the call's span
+        );
+        Ok(Importer {
+            svc: self.clone(),
+            scope: scope.clone(),
+            res,
+            header_source: source_site,
+            first_source: None,
+            batch: import::Batch::default(),
+            bytes: 0,
+            index: 0,
+            queue: Some(queue),
+            writer,
+        })
+    }
+}
+
+impl Importer {
+    /// Takes one row; false when the writer has stopped (stop reading: its
+    /// error is reported by `finish`).
+    pub async fn push(&mut self, item: ImportItem) -> bool {
+        let res = self.res;
+        self.bytes += item.bytes;
+        if self.first_source.is_none() {
+            self.first_source = text_at(res, &item.draft.values, "source_site", 255);
+        }
+        let key_field = res.import.map_or("", |i| i.key);
+        let key = text_at(res, &item.draft.values, key_field, 500);
+        let index = self.index;
+        match validate_new(res, item.draft, item.conversion) {
+            Ok(values) => self.batch.rows.push(import::Row { index, values }),
+            Err(violations) => self.batch.rejected.push(import::Rejected {
+                index,
+                reason: violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                key,
+            }),
+        }
+        self.index += 1;
+        if self.batch.rows.len() + self.batch.rejected.len() >= IMPORT_BATCH_ROWS
+            || self.bytes >= IMPORT_BATCH_BYTES
+        {
+            self.bytes = 0;
+            let batch = std::mem::take(&mut self.batch);
+            let queue = self.queue.as_ref().expect("queue is open until finish");
+            return queue.send(batch).await.is_ok();
+        }
+        true
+    }
+
+    /// Applies what is left, closes the run (end time, counters, one IMPORT
+    /// audit event) and returns its record.
+    pub async fn finish(mut self) -> Result<Record, Error> {
+        let queue = self.queue.take().expect("queue is open until finish");
+        if !self.batch.rows.is_empty() || !self.batch.rejected.is_empty() {
+            let _ = queue.send(std::mem::take(&mut self.batch)).await;
+        }
+        drop(queue);
+        let run = self.writer.await.map_err(|e| Error::Internal(format!("import writer: {e}")))??;
+        let source = self.header_source.or(self.first_source);
+        import::finish(&self.svc.store, &self.scope, &run, source.as_deref()).await
+    }
+}

@@ -1,0 +1,221 @@
+//! The use cases, written once for every declared resource: standard
+//! methods (create, batch create, get, batch get, list, update, delete,
+//! undelete, export), `mutate` (load FOR UPDATE, compute the next record
+//! from the previous one, write, audit), merges that reassign children,
+//! ordered appends, child lists scoped to a parent, search and bulk import.
+//!
+//! Knows neither tonic nor prost nor SQL text: it speaks [`Record`]s and
+//! [`Draft`]s and calls `store` for every statement. The edge (`api/`) maps
+//! proto messages to drafts and records back, and errors to statuses.
+//!
+//! Two seams for what comes next: [`ReadCache`] sits in front of
+//! `get`/`batch_get` and is told, after each commit, which rows and
+//! resources changed ([`Changes`]); [`AfterWrite`] hooks run inside a write
+//! transaction (e.g. a document's version rows).
+
+mod import;
+mod read;
+mod search;
+mod write;
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+pub use self::{
+    import::{ImportItem, Importer},
+    read::{ListArgs, Page},
+    search::{SearchArgs, SearchPage},
+    write::{BatchItem, Unit, UpdateArgs},
+};
+pub use crate::store::{Scope, records::View, search::Hit};
+use crate::{
+    domain::{
+        record::{self, Fields, Record},
+        schema::Resource,
+        value::Value,
+    },
+    error::{Error, FieldViolation},
+    store::Store,
+};
+
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 1000;
+pub const MAX_BATCH: usize = 1000;
+
+/// A record as a caller sent it: values in field-table order (system fields
+/// may be anything) and, per field, whether the caller set it (used by an
+/// update with an empty mask).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Draft {
+    pub values: Vec<Value>,
+    pub set: Vec<bool>,
+}
+
+/// Rows a committed write changed, for caches: `(resource, id)` pairs
+/// (cascaded and reassigned children included) and so the resources whose
+/// query results are stale.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    pub rows: Vec<(&'static Resource, Uuid)>,
+    /// Resources any of whose rows may have changed (a bulk import batch).
+    pub bulk: Vec<&'static Resource>,
+}
+
+impl Changes {
+    /// Every row of `res` may have changed.
+    pub fn bulk(res: &'static Resource) -> Changes {
+        Changes { rows: Vec::new(), bulk: vec![res] }
+    }
+
+    pub fn push(&mut self, res: &'static Resource, id: Uuid) {
+        self.rows.push((res, id));
+    }
+
+    /// The resources touched, each once.
+    pub fn resources(&self) -> Vec<&'static Resource> {
+        let mut out: Vec<&'static Resource> = Vec::new();
+        for r in self.rows.iter().map(|(r, _)| r).chain(&self.bulk) {
+            if !out.iter().any(|o| o.name == r.name) {
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+/// Where a read-through cache plugs in. `get`/`batch_get` ask it first and
+/// fill it on a miss; every committed write reports its [`Changes`] before
+/// the call answers. The default, [`NoCache`], does nothing.
+pub trait ReadCache: Send + Sync + 'static {
+    fn get<'a>(&'a self, scope: &'a Scope, res: &'static Resource, id: Uuid)
+    -> BoxFuture<'a, Option<Record>>;
+    fn fill<'a>(&'a self, scope: &'a Scope, res: &'static Resource, rec: &'a Record) -> BoxFuture<'a, ()>;
+    fn invalidate<'a>(&'a self, scope: &'a Scope, changes: &'a Changes) -> BoxFuture<'a, ()>;
+}
+
+/// No cache: every read goes to the store.
+pub struct NoCache;
+
+impl ReadCache for NoCache {
+    fn get<'a>(&'a self, _: &'a Scope, _: &'static Resource, _: Uuid) -> BoxFuture<'a, Option<Record>> {
+        Box::pin(std::future::ready(None))
+    }
+    fn fill<'a>(&'a self, _: &'a Scope, _: &'static Resource, _: &'a Record) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+    fn invalidate<'a>(&'a self, _: &'a Scope, _: &'a Changes) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Work a resource does inside each of its write transactions, after the
+/// row is written (`before` is `None` on a create): e.g. a document's
+/// version row. An error rolls the whole write back.
+pub trait AfterWrite: Send + Sync + 'static {
+    fn after_write<'a>(
+        &'a self,
+        unit: &'a Unit<'_>,
+        before: Option<&'a Record>,
+        after: &'a Record,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// The use cases over one store. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    cache: Arc<dyn ReadCache>,
+    hooks: Arc<HashMap<&'static str, Arc<dyn AfterWrite>>>,
+}
+
+impl Service {
+    pub fn new(store: Store) -> Service {
+        Service { store, cache: Arc::new(NoCache), hooks: Arc::default() }
+    }
+
+    /// Puts `cache` in the read seam.
+    pub fn with_cache(mut self, cache: Arc<dyn ReadCache>) -> Service {
+        self.cache = cache;
+        self
+    }
+
+    /// Runs `hook` in every write transaction of `res`.
+    pub fn with_hook(mut self, res: &'static Resource, hook: Arc<dyn AfterWrite>) -> Service {
+        Arc::make_mut(&mut self.hooks).insert(res.name, hook);
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn hook(&self, res: &'static Resource) -> Option<&Arc<dyn AfterWrite>> {
+        self.hooks.get(res.name)
+    }
+}
+
+/// A resource id from a request: required and well-formed.
+pub fn parse_id(field: &str, s: &str) -> Result<Uuid, Error> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, format!("{field} is required")));
+    }
+    Uuid::parse_str(s).map_err(|_| Error::invalid(field, format!("{field} is not a valid UUID")))
+}
+
+fn not_found(res: &Resource, id: impl ToString) -> Error {
+    Error::NotFound { entity: res.name, id: id.to_string() }
+}
+
+/// Violations of a field of the request, under `prefix` (`job.title`).
+pub fn prefixed(prefix: &str, errs: Vec<FieldViolation>) -> Error {
+    Error::InvalidArgument(
+        errs.into_iter()
+            .map(|v| FieldViolation::new(format!("{prefix}.{}", v.field), v.description))
+            .collect(),
+    )
+}
+
+/// The resource's rules plus the ones every resource shares, on the
+/// complete record about to be written (`before`: the stored one, on an update).
+pub fn normalize(
+    res: &'static Resource,
+    values: &mut Vec<Value>,
+    before: Option<&[Value]>,
+) -> Result<(), Vec<FieldViolation>> {
+    let nul = record::no_nul_characters(res, values);
+    if !nul.is_empty() {
+        return Err(nul);
+    }
+    let mut fields = match before {
+        Some(b) => Fields::with_before(res, values, b),
+        None => Fields::new(res, values),
+    };
+    (res.rules)(&mut fields)
+}
+
+/// Values of a new record, validated (violations name the resource's own
+/// fields). Conversion violations found by the edge come first.
+pub fn validate_new(
+    res: &'static Resource,
+    mut draft: Draft,
+    conversion: Vec<FieldViolation>,
+) -> Result<Vec<Value>, Vec<FieldViolation>> {
+    if !conversion.is_empty() {
+        return Err(conversion);
+    }
+    normalize(res, &mut draft.values, None)?;
+    Ok(draft.values)
+}
+
+/// Names a store-level unique violation with the resource's declared reason.
+fn named(res: &'static Resource, e: Error) -> Error {
+    match e {
+        Error::Unique { constraint } => {
+            let (reason, message) = res.unique_violation(&constraint);
+            Error::AlreadyExists { reason, message: message.to_owned() }
+        }
+        e => e,
+    }
+}

@@ -1,0 +1,628 @@
+//! The write use cases and the unit they are built from. A [`Unit`] is one
+//! tenant-scoped transaction of a use case: it checks and replays
+//! `request_id`s, loads rows FOR UPDATE, inserts and writes records with
+//! the resource's rules, transitions, parents, counters, sequences and
+//! after-write hook, collects the audit events and the changed rows, and on
+//! `commit` writes the events and the stored response together (one round
+//! trip), commits, then tells the cache what changed. Custom use cases
+//! (state machines, merges, appends) are a closure over a unit, not a copy
+//! of `update`.
+
+use uuid::Uuid;
+
+use super::{
+    Changes, Draft, MAX_BATCH, Service, named, normalize, not_found, parse_id, prefixed, validate_new,
+};
+use crate::{
+    domain::{
+        audit::Action,
+        record::Record,
+        schema::{OnDelete, Resource},
+        value::Value,
+    },
+    error::{Error, FieldViolation},
+    store::{
+        Scope, Tx,
+        audit::{self, Event},
+        idempotency, records,
+    },
+};
+
+/// One write transaction of a use case.
+pub struct Unit<'a> {
+    svc: &'a Service,
+    tx: Tx,
+    scope: &'a Scope,
+    request_id: &'a str,
+    method: String,
+    events: Vec<Event>,
+    /// `(request_id, method, response)` to remember at commit.
+    responses: Vec<(String, String, Vec<u8>)>,
+    changes: Changes,
+}
+
+impl<'a> Unit<'a> {
+    /// Opens the transaction of a call whose idempotency key is
+    /// `(request_id, method)`; an empty `request_id` means none.
+    pub async fn begin(
+        svc: &'a Service,
+        scope: &'a Scope,
+        request_id: &'a str,
+        method: String,
+    ) -> Result<Unit<'a>, Error> {
+        let tx = svc.store.begin(scope).await?;
+        Ok(Unit {
+            svc,
+            tx,
+            scope,
+            request_id,
+            method,
+            events: Vec::new(),
+            responses: Vec::new(),
+            changes: Changes::default(),
+        })
+    }
+
+    /// The transaction, for store calls of a hook or a custom use case.
+    pub fn tx(&self) -> &Tx {
+        &self.tx
+    }
+
+    pub fn scope(&self) -> &Scope {
+        self.scope
+    }
+
+    /// The stored response of an earlier call with this key, if any (the key
+    /// is locked until this transaction ends, so repeats wait for the first).
+    pub async fn replayed(&self, request_id: &str, method: &str) -> Result<Option<serde_json::Value>, Error> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        match idempotency::begin(&self.tx, self.scope, request_id, method).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("stored response undecodable: {e}"))),
+        }
+    }
+
+    /// The call's own stored response, as one record of `res`.
+    pub async fn replay_one(&self, res: &'static Resource) -> Result<Option<Record>, Error> {
+        let (rid, method) = (self.request_id, self.method.clone());
+        self.replay_as(res, rid, &method).await
+    }
+
+    async fn replay_as(
+        &self,
+        res: &'static Resource,
+        rid: &str,
+        method: &str,
+    ) -> Result<Option<Record>, Error> {
+        match self.replayed(rid, method).await? {
+            None => Ok(None),
+            Some(j) => Record::from_stored(res, &j)
+                .map(Some)
+                .ok_or_else(|| Error::Internal(format!("stored response is no {}", res.name))),
+        }
+    }
+
+    /// Remembers `response` for `(request_id, method)` at commit.
+    fn remember(&mut self, request_id: &str, method: &str, response: serde_json::Value) {
+        if !request_id.is_empty() {
+            self.responses.push((
+                request_id.to_owned(),
+                method.to_owned(),
+                response.to_string().into_bytes(),
+            ));
+        }
+    }
+
+    /// Loads a row FOR UPDATE (deleted or not); NOT_FOUND when absent.
+    pub async fn lock(&self, res: &'static Resource, id: Uuid) -> Result<Record, Error> {
+        records::fetch(&self.tx, self.scope.tenant, res, id, true).await?.ok_or_else(|| not_found(res, id))
+    }
+
+    /// Queues an audit event and notes the changed row.
+    pub fn audit(
+        &mut self,
+        res: &'static Resource,
+        action: Action,
+        before: Option<serde_json::Value>,
+        after: &Record,
+    ) {
+        self.events.push(Event {
+            entity: res.name,
+            entity_id: after.id(),
+            action,
+            before,
+            after: Some(after.to_json(res)),
+        });
+        self.changes.push(res, after.id());
+    }
+
+    /// Every parent named by `values` (at the given field indexes, or all
+    /// when `only` is None) exists and is live in the tenant.
+    async fn check_parents(
+        &self,
+        res: &'static Resource,
+        values: &[Value],
+        only: Option<&[usize]>,
+    ) -> Result<(), Error> {
+        for p in res.parents {
+            let i = res.index(p.field);
+            if only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            if let Value::Uuid(id) = values[i]
+                && !records::exists(&self.tx, self.scope.tenant, p.resource, id).await?
+            {
+                return Err(Error::FailedPrecondition {
+                    reason: "REFERENCE_NOT_FOUND",
+                    message: format!("{}: {} '{id}' does not exist", p.field, p.resource.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn after_write(
+        &self,
+        res: &'static Resource,
+        before: Option<&Record>,
+        after: &Record,
+    ) -> Result<(), Error> {
+        match self.svc.hook(res) {
+            Some(h) => h.after_write(self, before, after).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Inserts a validated new record: parents live, counter at 1, the next
+    /// number of its sequence, the hook, a CREATE event.
+    pub async fn insert(&mut self, res: &'static Resource, mut values: Vec<Value>) -> Result<Record, Error> {
+        self.check_parents(res, &values, None).await?;
+        if let Some(c) = res.counter {
+            values[res.index(c.field)] = Value::Int(1);
+        }
+        if let Some(seq) = res.sequence {
+            let parent = values[res.index(seq.parent)].clone();
+            let n = records::next_in_sequence(&self.tx, self.scope.tenant, res, seq, &parent).await?;
+            values[res.index(seq.field)] = Value::Int(n);
+        }
+        let rec = records::insert(&self.tx, self.scope.tenant, res, Uuid::now_v7(), &values).await?;
+        self.after_write(res, None, &rec).await?;
+        self.audit(res, Action::Create, None, &rec);
+        Ok(rec)
+    }
+
+    /// Writes `next` over `before` (a row locked by [`Unit::lock`]): rules
+    /// (seeing both), declared transitions, the counter, parents of changed
+    /// references, the hook, an event. Nothing changed: nothing is written
+    /// and `before` is returned.
+    pub async fn write(
+        &mut self,
+        res: &'static Resource,
+        before: &Record,
+        mut next: Vec<Value>,
+        action: Action,
+    ) -> Result<Record, Error> {
+        normalize(res, &mut next, Some(&before.values)).map_err(|e| prefixed(res.name, e))?;
+        check_transitions(res, &before.values, &next)?;
+        if let Some(c) = res.counter {
+            let i = res.index(c.field);
+            let bumped = c.bumps_on.iter().any(|f| {
+                let j = res.index(f);
+                next[j] != before.values[j]
+            });
+            let n = match before.values[i] {
+                Value::Int(n) => n,
+                _ => 0,
+            };
+            next[i] = Value::Int(if bumped { n + 1 } else { n });
+        }
+        let changed: Vec<usize> = (0..next.len()).filter(|&i| next[i] != before.values[i]).collect();
+        if changed.is_empty() {
+            return Ok(before.clone());
+        }
+        self.check_parents(res, &next, Some(&changed)).await?;
+        let rec = records::update(&self.tx, self.scope.tenant, res, before.id(), &next, &changed).await?;
+        self.after_write(res, Some(before), &rec).await?;
+        self.audit(res, action, Some(before.to_json(res)), &rec);
+        Ok(rec)
+    }
+
+    /// Soft-deletes or restores a locked row and follows its relations:
+    /// RESTRICT children refuse a delete, CASCADE children go (and come
+    /// back) with it, at the same delete_time.
+    pub async fn set_deleted(
+        &mut self,
+        res: &'static Resource,
+        current: &Record,
+        deleted: bool,
+    ) -> Result<Record, Error> {
+        let id = current.id();
+        if deleted {
+            for c in res.children.iter().filter(|c| c.on_delete == OnDelete::Restrict) {
+                let n =
+                    records::count_children(&self.tx, self.scope.tenant, c.resource, c.column, id).await?;
+                if n > 0 {
+                    return Err(Error::FailedPrecondition {
+                        reason: "HAS_CHILDREN",
+                        message: format!(
+                            "{} '{id}' has {n} live {}(s); delete or move them first",
+                            res.name, c.resource.name
+                        ),
+                    });
+                }
+            }
+        }
+        let rec = records::set_deleted(&self.tx, self.scope.tenant, res, id, deleted).await?;
+        let action = if deleted { Action::Delete } else { Action::Undelete };
+        let delete_time = res.index("delete_time");
+        let stamp = if deleted { &rec.values[delete_time] } else { &current.values[delete_time] };
+        for c in res.children.iter().filter(|c| c.on_delete == OnDelete::Cascade) {
+            for (before, after) in records::cascade_deleted(
+                &self.tx,
+                self.scope.tenant,
+                c.resource,
+                c.column,
+                id,
+                stamp,
+                deleted,
+            )
+            .await?
+            {
+                self.audit(c.resource, action, Some(before), &after);
+            }
+        }
+        self.after_write(res, Some(current), &rec).await?;
+        self.audit(res, action, Some(current.to_json(res)), &rec);
+        Ok(rec)
+    }
+
+    /// Points every child of `from` (each declared child relation) at `into`.
+    pub async fn reassign_children(
+        &mut self,
+        res: &'static Resource,
+        from: Uuid,
+        into: Uuid,
+    ) -> Result<usize, Error> {
+        let mut moved = 0;
+        for c in res.children {
+            for (before, after) in
+                records::reassign(&self.tx, self.scope.tenant, c.resource, c.column, from, into).await?
+            {
+                self.audit(c.resource, Action::Update, Some(before), &after);
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Writes the events and the stored responses (one round trip),
+    /// commits, then reports the changes to the cache.
+    async fn finish(mut self, response: serde_json::Value) -> Result<(), Error> {
+        let (rid, method) = (self.request_id, std::mem::take(&mut self.method));
+        self.remember(rid, &method, response);
+        let (tx, scope) = (&self.tx, self.scope);
+        let remembers = self
+            .responses
+            .iter()
+            .map(|(rid, method, bytes)| idempotency::finish(tx, scope, rid, method, bytes));
+        tokio::try_join!(
+            audit::record_many(tx, scope, &self.events),
+            futures_util::future::try_join_all(remembers)
+        )?;
+        self.tx.commit().await?;
+        if !self.changes.rows.is_empty() {
+            self.svc.cache.invalidate(scope, &self.changes).await;
+        }
+        Ok(())
+    }
+
+    /// Commits with `rec` as the call's stored response.
+    pub async fn commit_one(self, res: &'static Resource, rec: &Record) -> Result<(), Error> {
+        self.finish(rec.to_stored(res)).await
+    }
+}
+
+/// Checks every declared transition of `res` between two versions.
+fn check_transitions(res: &'static Resource, before: &[Value], after: &[Value]) -> Result<(), Error> {
+    for t in res.transitions {
+        let i = res.index(t.field);
+        if let (Value::Text(from), Value::Text(to)) = (&before[i], &after[i])
+            && from != to
+        {
+            let allowed = t.allowed(from);
+            if !allowed.contains(&to.as_str()) {
+                return Err(Error::IllegalTransition {
+                    entity: res.name,
+                    field: t.field,
+                    from: from.clone(),
+                    to: to.clone(),
+                    allowed,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refuse_deleted(res: &'static Resource, rec: &Record) -> Result<(), Error> {
+    if rec.is_deleted(res) {
+        return Err(Error::FailedPrecondition {
+            reason: "RESOURCE_DELETED",
+            message: format!("{} '{}' is deleted; undelete it first", res.name, rec.id()),
+        });
+    }
+    Ok(())
+}
+
+fn check_etag(res: &'static Resource, given: &str, current: &Record) -> Result<(), Error> {
+    if !given.is_empty() && given != current.etag() {
+        return Err(Error::Aborted {
+            reason: "ETAG_MISMATCH",
+            message: format!("the {} was modified since it was read (etag {given} is stale)", res.name),
+        });
+    }
+    Ok(())
+}
+
+/// Field-table indexes to write: the mask's paths, or every field the
+/// caller set when the mask is empty.
+fn mask_indexes(res: &'static Resource, paths: &[String], set: &[bool]) -> Result<Vec<usize>, Error> {
+    if paths.is_empty() {
+        return Ok((0..res.fields.len())
+            .filter(|&i| set.get(i) == Some(&true) && res.fields[i].mutable)
+            .collect());
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    let mut errs = Vec::new();
+    for p in paths {
+        match res.index_of(p) {
+            Some(i) if res.fields[i].mutable => {
+                if !out.contains(&i) {
+                    out.push(i)
+                }
+            }
+            Some(_) => errs.push(FieldViolation::new("update_mask", format!("field '{p}' is output only"))),
+            None => errs.push(FieldViolation::new("update_mask", format!("unknown field '{p}'"))),
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(Error::InvalidArgument(errs)) }
+}
+
+/// One creation of a batch: the record and its own optional request id.
+pub struct BatchItem {
+    pub draft: Option<(Draft, Vec<FieldViolation>)>,
+    pub request_id: String,
+}
+
+/// The write-side arguments of an update.
+pub struct UpdateArgs<'a> {
+    pub id: &'a str,
+    pub draft: Draft,
+    /// Violations found while converting the caller's message.
+    pub conversion: Vec<FieldViolation>,
+    pub mask: &'a [String],
+    pub etag: &'a str,
+    pub request_id: &'a str,
+}
+
+impl Service {
+    /// Creates one record (AIP-133).
+    pub async fn create(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        draft: Option<(Draft, Vec<FieldViolation>)>,
+        request_id: &str,
+    ) -> Result<Record, Error> {
+        let (draft, conversion) =
+            draft.ok_or_else(|| Error::invalid(res.name, format!("{} is required", res.name)))?;
+        let values = validate_new(res, draft, conversion).map_err(|e| prefixed(res.name, e))?;
+        let run = async {
+            let mut u = Unit::begin(self, scope, request_id, format!("Create/{}", res.name)).await?;
+            if let Some(prev) = u.replay_one(res).await? {
+                return Ok(prev);
+            }
+            let rec = u.insert(res, values).await?;
+            u.commit_one(res, &rec).await?;
+            Ok(rec)
+        };
+        run.await.map_err(|e| named(res, e))
+    }
+
+    /// Creates all or nothing, in one transaction (AIP-233); each item may
+    /// carry its own request id.
+    pub async fn batch_create(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        items: Vec<BatchItem>,
+        request_id: &str,
+    ) -> Result<Vec<Record>, Error> {
+        if items.is_empty() {
+            return Err(Error::invalid("requests", "at least one request is needed"));
+        }
+        if items.len() > MAX_BATCH {
+            return Err(Error::invalid("requests", format!("at most {MAX_BATCH} requests per batch")));
+        }
+        let mut violations = Vec::new();
+        let mut prepared = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let field = format!("requests[{i}].{}", res.name);
+            match item.draft {
+                None => violations.push(FieldViolation::new(&field, format!("{} is required", res.name))),
+                Some((draft, conversion)) => match validate_new(res, draft, conversion) {
+                    Ok(v) => prepared.push((v, item.request_id)),
+                    Err(errs) => violations.extend(
+                        errs.into_iter()
+                            .map(|v| FieldViolation::new(format!("{field}.{}", v.field), v.description)),
+                    ),
+                },
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let item_method = format!("Create/{}", res.name);
+        let run = async {
+            let mut u = Unit::begin(self, scope, request_id, format!("BatchCreate/{}", res.name)).await?;
+            if let Some(prev) = u.replayed(request_id, &u.method.clone()).await? {
+                return stored_many(res, &prev);
+            }
+            let mut out = Vec::with_capacity(prepared.len());
+            for (values, item_request_id) in prepared {
+                if let Some(prev) = u.replay_as(res, &item_request_id, &item_method).await? {
+                    out.push(prev);
+                    continue;
+                }
+                let rec = u.insert(res, values).await?;
+                u.remember(&item_request_id, &item_method, rec.to_stored(res));
+                out.push(rec);
+            }
+            let all = serde_json::Value::Array(out.iter().map(|r| r.to_stored(res)).collect());
+            u.finish(all).await?;
+            Ok(out)
+        };
+        run.await.map_err(|e| named(res, e))
+    }
+
+    /// Updates the masked fields (AIP-134), with an optional etag (AIP-154).
+    pub async fn update(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        args: UpdateArgs<'_>,
+    ) -> Result<Record, Error> {
+        let id = parse_id(&format!("{}.id", res.name), args.id)?;
+        if !args.conversion.is_empty() {
+            return Err(prefixed(res.name, args.conversion));
+        }
+        let indexes = mask_indexes(res, args.mask, &args.draft.set)?;
+        let incoming = args.draft.values;
+        self.mutate(scope, res, id, args.etag, args.request_id, "Update", move |current| {
+            let mut next = current.values.clone();
+            for &i in &indexes {
+                next[i] = incoming[i].clone();
+            }
+            Ok(next)
+        })
+        .await
+    }
+
+    /// Loads the live record FOR UPDATE, checks the etag, lets `next`
+    /// compute the record to write from it, and writes it (rules and
+    /// transitions see both), audited, idempotent by `request_id`, in one
+    /// transaction. `verb` names the method (`Update`, `Approve`…).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mutate(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        id: Uuid,
+        etag: &str,
+        request_id: &str,
+        verb: &str,
+        next: impl FnOnce(&Record) -> Result<Vec<Value>, Error>,
+    ) -> Result<Record, Error> {
+        let run = async {
+            let mut u = Unit::begin(self, scope, request_id, format!("{verb}/{}", res.name)).await?;
+            if let Some(prev) = u.replay_one(res).await? {
+                return Ok(prev);
+            }
+            let current = u.lock(res, id).await?;
+            refuse_deleted(res, &current)?;
+            check_etag(res, etag, &current)?;
+            let values = next(&current)?;
+            let rec = u.write(res, &current, values, Action::Update).await?;
+            u.commit_one(res, &rec).await?;
+            Ok(rec)
+        };
+        run.await.map_err(|e| named(res, e))
+    }
+
+    /// Soft delete (`deleted = true`, with an optional etag) or undelete (AIP-164).
+    pub async fn set_deleted(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        id: &str,
+        etag: &str,
+        deleted: bool,
+        request_id: &str,
+    ) -> Result<Record, Error> {
+        let id = parse_id("id", id)?;
+        let verb = if deleted { "Delete" } else { "Undelete" };
+        let run = async {
+            let mut u = Unit::begin(self, scope, request_id, format!("{verb}/{}", res.name)).await?;
+            if let Some(prev) = u.replay_one(res).await? {
+                return Ok(prev);
+            }
+            let current = u.lock(res, id).await?;
+            let is_deleted = current.is_deleted(res);
+            if deleted && is_deleted {
+                return Err(not_found(res, id));
+            }
+            if !deleted && !is_deleted {
+                return Err(Error::FailedPrecondition {
+                    reason: "NOT_DELETED",
+                    message: format!("{} '{id}' is not deleted", res.name),
+                });
+            }
+            check_etag(res, etag, &current)?;
+            let rec = u.set_deleted(res, &current, deleted).await?;
+            u.commit_one(res, &rec).await?;
+            Ok(rec)
+        };
+        run.await.map_err(|e| named(res, e))
+    }
+
+    /// Merges `from` into `into` (both live records of `res`): every child
+    /// of `from` is reassigned to `into`, `from` is soft-deleted (a MERGE
+    /// event), and `into` becomes what `combine(into, from)` returns.
+    pub async fn merge(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        into: Uuid,
+        from: Uuid,
+        request_id: &str,
+        combine: impl FnOnce(&Record, &Record) -> Result<Vec<Value>, Error>,
+    ) -> Result<Record, Error> {
+        if into == from {
+            return Err(Error::invalid("merged_ids", "a record cannot be merged into itself"));
+        }
+        if !res.soft_delete {
+            return Err(Error::Internal(format!("{} cannot be merged: no soft delete", res.name)));
+        }
+        let run = async {
+            let mut u = Unit::begin(self, scope, request_id, format!("Merge/{}", res.name)).await?;
+            if let Some(prev) = u.replay_one(res).await? {
+                return Ok(prev);
+            }
+            // Lock in id order: two merges of the same pair cannot deadlock.
+            let (a, b) = if into < from { (into, from) } else { (from, into) };
+            let (ra, rb) = (u.lock(res, a).await?, u.lock(res, b).await?);
+            let (survivor, merged) = if a == into { (ra, rb) } else { (rb, ra) };
+            refuse_deleted(res, &survivor)?;
+            refuse_deleted(res, &merged)?;
+            u.reassign_children(res, from, into).await?;
+            let gone = records::set_deleted(&u.tx, scope.tenant, res, from, true).await?;
+            u.audit(res, Action::Merge, Some(merged.to_json(res)), &gone);
+            let next = combine(&survivor, &merged)?;
+            let rec = u.write(res, &survivor, next, Action::Merge).await?;
+            u.commit_one(res, &rec).await?;
+            Ok(rec)
+        };
+        run.await.map_err(|e| named(res, e))
+    }
+}
+
+/// A stored batch response: the records, in order.
+fn stored_many(res: &'static Resource, j: &serde_json::Value) -> Result<Vec<Record>, Error> {
+    j.as_array()
+        .and_then(|a| a.iter().map(|r| Record::from_stored(res, r)).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| Error::Internal(format!("stored response is no list of {}", res.name)))
+}
