@@ -5,6 +5,8 @@ use uuid::Uuid;
 use super::{Scope, Tx};
 use crate::error::Error;
 
+const INSERT: &str = include_str!("sql/audit_insert.sql").trim_ascii_end();
+
 /// What a mutation did (stored as its name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -39,8 +41,7 @@ pub async fn record(
     after: Option<serde_json::Value>,
 ) -> Result<(), Error> {
     tx.query(
-        "INSERT INTO audit_events (tenant_id, id, actor, entity, entity_id, action, before, after, request_id, trace_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        INSERT,
         &[
             &scope.tenant,
             &Uuid::now_v7(),

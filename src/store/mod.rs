@@ -46,8 +46,7 @@ pub const APP_ROLE: &str = "bi_data_app";
 
 /// Scopes a transaction: its tenant (what RLS compares rows with) and its
 /// statement timeout, both local to the transaction.
-const SET_SCOPE: &str =
-    "SELECT set_config('app.tenant_id', $1, true), set_config('statement_timeout', $2, true)";
+const SET_SCOPE: &str = include_str!("sql/set_scope.sql").trim_ascii_end();
 
 fn scope_values(scope: &Scope) -> (String, String) {
     (scope.tenant.to_string(), format!("{}ms", scope.timeout.as_millis()))
