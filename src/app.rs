@@ -1,17 +1,9 @@
 //! Wiring: pools, services, health, reflection, the tower stack (RPC
-//! telemetry, in-flight tracking, auth), /metrics, background tasks and
-//! graceful shutdown. `start` binds first and returns the bound addresses,
+//! telemetry, in-flight tracking, auth: the layers of `api::middleware`),
+//! /metrics, background tasks and graceful shutdown. `start` binds first and returns the bound addresses,
 //! so tests run servers on port 0.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
@@ -19,15 +11,22 @@ use tonic::{server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::{audit::AuditApi, jobs::JobApi},
-    auth::{AuthLayer, AuthMode, TokenKeys},
+    api::{
+        audit::AuditApi,
+        jobs::JobApi,
+        middleware::{
+            auth::AuthLayer,
+            inflight::InFlight,
+            rpc::{KnownMethods, RecordCaller, RpcLayer},
+        },
+    },
+    auth::{AuthMode, TokenKeys},
     config::ServeArgs,
     error::Error,
     metrics::{self, Metrics},
     pb::{self, audit_service_server::AuditServiceServer, job_service_server::JobServiceServer},
     service::Service,
     store::{Store, idempotency, migrate, stats::QueryStats},
-    telemetry::rpc::{KnownMethods, RecordCaller, RpcLayer},
 };
 
 /// Names whose health is reported (besides "" for the whole server).
@@ -125,76 +124,6 @@ async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
             serving = Some(up);
         }
         tokio::time::sleep(HEALTH_EVERY).await;
-    }
-}
-
-/// Counts calls in flight (health Watch streams excluded) so shutdown can
-/// wait for them without waiting for watchers that never end.
-#[derive(Clone, Default)]
-struct InFlight {
-    count: Arc<AtomicUsize>,
-    idle: Arc<Notify>,
-}
-
-impl InFlight {
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-struct InFlightGuard(InFlight);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for InFlight {
-    type Service = InFlightService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        InFlightService { inner, tracker: self.clone() }
-    }
-}
-
-#[derive(Clone)]
-struct InFlightService<S> {
-    inner: S,
-    tracker: InFlight,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for InFlightService<S>
-where
-    S: tower::Service<http::Request<B>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let guard = (req.uri().path() != "/grpc.health.v1.Health/Watch").then(|| {
-            self.tracker.count.fetch_add(1, Ordering::SeqCst);
-            InFlightGuard(self.tracker.clone())
-        });
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            drop(guard);
-            res
-        })
     }
 }
 

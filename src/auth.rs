@@ -1,19 +1,36 @@
-//! Authentication and authorization as one tower layer in front of every
-//! service: HS256 bearer tokens are verified here (never in handlers), the
-//! method's required role is checked here, and the caller's identity travels
-//! to handlers as an [`AuthContext`] request extension.
+//! Tokens and roles: HS256 bearer tokens are minted and verified here, the
+//! role a method needs is derived here ([`required_role`]), and the caller's
+//! identity is an [`AuthContext`]. Failures are an [`AuthError`]; this module
+//! knows nothing of gRPC. The tower layer that applies it to every call
+//! (never a handler) and turns an [`AuthError`] into a status is
+//! `api::middleware::auth`.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
-    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 use uuid::Uuid;
+
+/// Why a call is refused. The message is the one the caller sees.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No usable credentials (missing, malformed, expired, bad signature).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid caller without the role the method needs.
+    #[error("{0}")]
+    PermissionDenied(String),
+}
+
+impl AuthError {
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        AuthError::Unauthenticated(message.into())
+    }
+}
 
 /// A role named in a token. Higher roles include lower ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,6 +63,26 @@ impl AuthContext {
     /// `admin` implies `writer` implies `reader`.
     pub fn has(&self, needed: Role) -> bool {
         self.roles.iter().any(|r| *r >= needed)
+    }
+
+    /// [`AuthContext::has`], as the refusal a caller without the role gets.
+    pub fn require(&self, needed: Role) -> Result<(), AuthError> {
+        if self.has(needed) {
+            return Ok(());
+        }
+        Err(AuthError::PermissionDenied(format!(
+            "this method needs the {} role",
+            format!("{needed:?}").to_lowercase()
+        )))
+    }
+
+    /// Development only ([`AuthMode::InsecureDev`]): every role for a tenant.
+    pub fn insecure_dev(tenant_id: Uuid) -> AuthContext {
+        AuthContext {
+            tenant_id,
+            subject: "insecure-dev".into(),
+            roles: vec![Role::Reader, Role::Writer, Role::Admin],
+        }
     }
 }
 
@@ -119,7 +156,7 @@ impl TokenKeys {
     }
 
     /// Verifies signature, algorithm and expiry; returns the caller.
-    pub fn verify(&self, token: &str) -> Result<AuthContext, Status> {
+    pub fn verify(&self, token: &str) -> Result<AuthContext, AuthError> {
         let known = self.verified.read().ok().and_then(|m| m.get(token).cloned());
         if let Some((ctx, exp)) = known
             && now_secs() <= exp.saturating_add(LEEWAY_SECS)
@@ -136,7 +173,7 @@ impl TokenKeys {
         Ok(ctx)
     }
 
-    fn verify_token(&self, token: &str) -> Result<(AuthContext, u64), Status> {
+    fn verify_token(&self, token: &str) -> Result<(AuthContext, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             let why = match e.kind() {
@@ -145,10 +182,10 @@ impl TokenKeys {
                 ErrorKind::InvalidAlgorithm => "token algorithm not accepted (HS256 only)",
                 _ => "token malformed",
             };
-            Status::unauthenticated(why)
+            AuthError::unauthenticated(why)
         })?;
         let tenant_id = Uuid::parse_str(&data.claims.tenant_id)
-            .map_err(|_| Status::unauthenticated("token tenant_id is not a UUID"))?;
+            .map_err(|_| AuthError::unauthenticated("token tenant_id is not a UUID"))?;
         let roles = data.claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
         Ok((AuthContext { tenant_id, subject: data.claims.sub, roles }, data.claims.exp))
     }
@@ -180,51 +217,6 @@ pub fn required_role(path: &str) -> Option<Role> {
     if READ_PREFIXES.iter().any(|p| method.starts_with(p)) { Some(Role::Reader) } else { Some(Role::Writer) }
 }
 
-/// Checks a request's headers; returns the caller or the status to answer.
-pub fn authenticate(
-    mode: &AuthMode,
-    path: &str,
-    headers: &http::HeaderMap,
-) -> Result<Option<AuthContext>, Status> {
-    let Some(needed) = required_role(path) else {
-        return Ok(None);
-    };
-    let ctx = match mode {
-        AuthMode::Jwt(keys) => {
-            let value = headers
-                .get(http::header::AUTHORIZATION)
-                .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
-            let value =
-                value.to_str().map_err(|_| Status::unauthenticated("authorization header is not text"))?;
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
-            keys.verify(token.trim())?
-        }
-        AuthMode::InsecureDev => {
-            let tenant = headers
-                .get("x-tenant-id")
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Status::unauthenticated("missing x-tenant-id header (insecure-dev mode)"))?;
-            let tenant_id =
-                Uuid::parse_str(tenant).map_err(|_| Status::unauthenticated("x-tenant-id is not a UUID"))?;
-            AuthContext {
-                tenant_id,
-                subject: "insecure-dev".into(),
-                roles: vec![Role::Reader, Role::Writer, Role::Admin],
-            }
-        }
-    };
-    if !ctx.has(needed) {
-        return Err(Status::permission_denied(format!(
-            "this method needs the {} role",
-            format!("{needed:?}").to_lowercase()
-        )));
-    }
-    Ok(Some(ctx))
-}
-
 /// Parses `reader,writer` into roles, rejecting unknown names.
 pub fn parse_roles(names: &[String]) -> Result<Vec<Role>, String> {
     let mut seen = HashSet::new();
@@ -235,64 +227,6 @@ pub fn parse_roles(names: &[String]) -> Result<Vec<Role>, String> {
         .filter(|n| seen.insert(n.to_string()))
         .map(|n| Role::parse(n).ok_or_else(|| format!("unknown role '{n}' (reader, writer, admin)")))
         .collect()
-}
-
-/// Tower layer applying [`authenticate`] to every request.
-#[derive(Clone)]
-pub struct AuthLayer {
-    mode: AuthMode,
-}
-
-impl AuthLayer {
-    pub fn new(mode: AuthMode) -> Self {
-        AuthLayer { mode }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, mode: self.mode.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    mode: AuthMode,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures_util::future::Either<
-        S::Future,
-        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match authenticate(&self.mode, req.uri().path(), req.headers()) {
-            Ok(ctx) => {
-                if let Some(ctx) = ctx {
-                    req.extensions_mut().insert(ctx);
-                }
-                futures_util::future::Either::Left(self.inner.call(req))
-            }
-            Err(status) => futures_util::future::Either::Right(std::future::ready(Ok(status.into_http()))),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -319,7 +253,10 @@ mod tests {
         let ctx = keys.verify(&tok).unwrap();
         assert_eq!(ctx.tenant_id, t);
         assert!(ctx.has(Role::Reader) && ctx.has(Role::Writer) && !ctx.has(Role::Admin));
-        assert_eq!(TokenKeys::new("other").verify(&tok).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            TokenKeys::new("other").verify(&tok).unwrap_err(),
+            AuthError::unauthenticated("token signature invalid")
+        );
         // Again, now from the memory of verified tokens: the same answer.
         let again = keys.verify(&tok).unwrap();
         assert_eq!((again.tenant_id, again.subject, again.roles), (t, "me".to_owned(), vec![Role::Writer]));

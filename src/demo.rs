@@ -273,6 +273,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         trace_id: None,
         timeout: Duration::from_secs(60),
         deadline: None,
+        rpc: None,
     };
     let now = chrono::Utc::now().timestamp();
     let seed = tenant.as_u128() as u64;

@@ -1,7 +1,11 @@
 //! bi-data: a gRPC data-access service over PostgreSQL.
 //!
-//! Layers (see ARCHITECTURE.md): `api` (tonic/prost only here) -> `domain`
-//! (plain Rust) -> `store` (SQL). `app` wires them; `auth` is a tower layer.
+//! Layers (see ARCHITECTURE.md): `api` (the gRPC edge, the only module that
+//! names tonic/prost: handlers, conversion, status mapping, request context,
+//! the generated `pb`, and the tower middleware in `api::middleware`) ->
+//! `domain` (plain Rust) -> `store` (SQL). `app` wires them; `auth` holds
+//! tokens and roles; `telemetry` the log/trace pipeline; `metrics` the
+//! Prometheus registry. `tests/it/tidy.rs` checks which module may name what.
 
 pub mod api;
 pub mod app;
@@ -16,8 +20,4 @@ pub mod store;
 pub mod telemetry;
 
 /// Generated gRPC code and the descriptor set served by reflection.
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("bi.data.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bi_data_descriptor");
-}
+pub use api::pb;

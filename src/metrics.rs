@@ -30,7 +30,7 @@ use crate::{error::Error, store::Store};
 const RPC_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-/// Instruments of the RPC layer (`telemetry::rpc`).
+/// Instruments of the RPC layer (`api::middleware::rpc`).
 #[derive(Clone)]
 pub struct RpcMetrics {
     /// Whole call, until the last byte of the response (streams included).

@@ -1,10 +1,11 @@
 //! Per-call context: the authenticated caller, the deadline, request and
-//! trace ids, turned into a store [`Scope`].
+//! trace ids and the method's name, turned into a store [`Scope`].
 
 use std::time::Duration;
 
 use tonic::{Request, Status};
 
+use super::middleware::rpc::RpcName;
 use crate::{auth::AuthContext, store::Scope, store::Store};
 
 /// Parses a `grpc-timeout` header value (`100m`, `5S`, `1H`...).
@@ -59,6 +60,8 @@ pub fn scope<T>(store: &Store, req: &Request<T>, request_id: &str) -> Result<(Sc
         trace_id: crate::telemetry::current_trace_id().or_else(|| header("traceparent").and_then(trace_id)),
         timeout: store.timeout_for(deadline),
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+        // Put there by the RPC layer, which resolved the path once.
+        rpc: req.extensions().get::<RpcName>().map(|n| n.0.clone()),
     };
     Ok((scope, auth))
 }

@@ -1,10 +1,13 @@
 //! The gRPC edge: the only code that sees prost/tonic types. Handlers build
 //! the request scope, convert proto messages to drafts (`resource.rs`, by
 //! field name), call the service's use cases, convert records back, and
-//! map errors with `status::to_status`.
+//! map errors with `status::to_status`; `middleware` is the tower stack in
+//! front of them; `pb` is the generated code.
 pub mod audit;
 pub mod context;
 pub mod convert;
 pub mod jobs;
+pub mod middleware;
+pub mod pb;
 pub mod resource;
 pub mod status;

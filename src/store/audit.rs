@@ -51,8 +51,7 @@ pub async fn record_many(tx: &Tx, scope: &Scope, events: &[Event]) -> Result<(),
     }
 }
 
-const INSERT_EVENT: &str = "INSERT INTO audit_events (tenant_id, id, actor, entity, entity_id, action, before, after, request_id, trace_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const INSERT_EVENT: &str = include_str!("sql/audit_insert.sql").trim_ascii_end();
 
 pub async fn record(
     tx: &Tx,

@@ -8,6 +8,15 @@ use crate::error::Error;
 
 pub const MAX_REQUEST_ID_LEN: usize = 36;
 
+/// Transaction-scoped advisory lock on `tenant/request_id`.
+const LOCK: &str = super::ADVISORY_XACT_LOCK;
+/// The stored (unexpired) response of a key, with its method.
+const LOOKUP: &str = include_str!("sql/idempotency_lookup.sql").trim_ascii_end();
+/// Stores a response, replacing an expired entry with the same key.
+const STORE: &str = include_str!("sql/idempotency_store.sql").trim_ascii_end();
+/// Deletes every tenant's expired keys.
+const PURGE: &str = include_str!("sql/idempotency_purge.sql").trim_ascii_end();
+
 /// Serializes concurrent calls with the same key (transaction-scoped
 /// advisory lock), then returns the stored response if there is one.
 pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -18,14 +27,7 @@ pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Re
     // One round trip: the lookup runs once the lock is held, with a
     // snapshot taken then (READ COMMITTED), so it sees the holder's commit.
     let row = tx
-        .query_pipelined(&[
-            ("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]),
-            (
-                "SELECT method, response FROM idempotency_keys \
-                 WHERE tenant_id = $1 AND request_id = $2 AND create_time > now() - interval '24 hours'",
-                &[&scope.tenant, &request_id],
-            ),
-        ])
+        .query_pipelined(&[(LOCK, &[&key]), (LOOKUP, &[&scope.tenant, &request_id])])
         .await?
         .pop()
         .and_then(|rows| rows.into_iter().next());
@@ -52,13 +54,7 @@ pub async fn finish(
     method: &str,
     response: &[u8],
 ) -> Result<(), Error> {
-    tx.query(
-        "INSERT INTO idempotency_keys (tenant_id, request_id, method, response) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (tenant_id, request_id) DO UPDATE \
-         SET method = EXCLUDED.method, response = EXCLUDED.response, create_time = now()",
-        &[&scope.tenant, &request_id, &method, &response],
-    )
-    .await?;
+    tx.query(STORE, &[&scope.tenant, &request_id, &method, &response]).await?;
     Ok(())
 }
 
@@ -66,10 +62,7 @@ pub async fn finish(
 /// background task.
 pub async fn purge_expired(store: &Store) -> Result<u64, Error> {
     let client = store.primary().get().await.map_err(super::pool_error)?;
-    let n = client
-        .execute("DELETE FROM idempotency_keys WHERE create_time < now() - interval '24 hours'", &[])
-        .await
-        .map_err(super::db_error)?;
+    let n = client.execute(PURGE, &[]).await.map_err(super::db_error)?;
     Ok(n)
 }
 

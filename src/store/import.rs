@@ -175,14 +175,15 @@ pub async fn start(
 ) -> Result<Run, Error> {
     let id = Uuid::now_v7();
     let tx = store.begin(scope).await?;
-    tx.query(include_str!("sql/ingest_run_start.sql"), &[&scope.tenant, &id, &source_site]).await?;
+    tx.query(include_str!("sql/ingest_run_start.sql").trim_ascii_end(), &[&scope.tenant, &id, &source_site])
+        .await?;
     tx.commit().await?;
     Ok(Run { id, res, received: 0, inserted: 0, updated: 0, failed: 0, errors: Vec::new() })
 }
 
 async fn save_counters(tx: &Tx, scope: &Scope, run: &Run) -> Result<(), Error> {
     tx.query(
-        include_str!("sql/ingest_run_counters.sql"),
+        include_str!("sql/ingest_run_counters.sql").trim_ascii_end(),
         &[
             &scope.tenant,
             &run.id,
@@ -308,7 +309,11 @@ pub async fn finish(
 ) -> Result<super::records::Record, Error> {
     let tx = store.begin(scope).await?;
     save_counters(&tx, scope, run).await?;
-    tx.query(include_str!("sql/ingest_run_finish.sql"), &[&scope.tenant, &run.id, &source_site]).await?;
+    tx.query(
+        include_str!("sql/ingest_run_finish.sql").trim_ascii_end(),
+        &[&scope.tenant, &run.id, &source_site],
+    )
+    .await?;
     let rec = super::records::fetch(&tx, scope.tenant, &INGEST_RUN, run.id, false)
         .await?
         .ok_or_else(|| Error::Internal("ingest run vanished".into()))?;

@@ -14,6 +14,12 @@ mod embedded {
 /// Arbitrary constant: the advisory lock key of migrations.
 const LOCK_KEY: i64 = 0x6269_6461_7461; // "bidata"
 
+/// Session-level advisory lock (and its release) on [`LOCK_KEY`].
+const LOCK: &str = include_str!("sql/migrate_lock.sql").trim_ascii_end();
+const UNLOCK: &str = include_str!("sql/migrate_unlock.sql").trim_ascii_end();
+/// The newest version in refinery's history table.
+const APPLIED_VERSION: &str = include_str!("sql/migrate_applied_version.sql").trim_ascii_end();
+
 /// The newest migration version built into this binary.
 pub fn latest_version() -> i64 {
     embedded::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)
@@ -30,9 +36,9 @@ pub async fn run(url: &str, connect_timeout: Duration) -> Result<usize, Error> {
         Error::Unavailable(format!("cannot connect to the database to migrate: {e}"))
     })?;
     let conn_task = tokio::spawn(conn);
-    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await.map_err(super::db_error)?;
+    client.execute(LOCK, &[&LOCK_KEY]).await.map_err(super::db_error)?;
     let result = embedded::migrations::runner().set_abort_divergent(true).run_async(&mut client).await;
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    let _ = client.execute(UNLOCK, &[&LOCK_KEY]).await;
     drop(client);
     conn_task.abort();
     let report = result.map_err(|e| {
@@ -48,9 +54,6 @@ pub async fn run(url: &str, connect_timeout: Duration) -> Result<usize, Error> {
 /// The newest applied version, read through the service's pool.
 pub async fn applied_version(store: &super::Store) -> Result<i64, Error> {
     let client = store.primary().get().await.map_err(super::pool_error)?;
-    let row = client
-        .query_one("SELECT COALESCE(max(version), 0)::bigint FROM refinery_schema_history", &[])
-        .await
-        .map_err(super::db_error)?;
+    let row = client.query_one(APPLIED_VERSION, &[]).await.map_err(super::db_error)?;
     Ok(row.get(0))
 }

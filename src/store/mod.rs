@@ -37,6 +37,9 @@ use crate::{config::DbArgs, domain::value::Value, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+/// Takes a transaction-scoped advisory lock on the hash of `$1` (a text key).
+pub(crate) const ADVISORY_XACT_LOCK: &str = include_str!("sql/advisory_xact_lock.sql").trim_ascii_end();
+
 /// Prepared statements kept per connection before the cache is reset.
 pub const MAX_CACHED_STATEMENTS: usize = 256;
 
@@ -46,8 +49,7 @@ pub const APP_ROLE: &str = "bi_data_app";
 
 /// Scopes a transaction: its tenant (what RLS compares rows with) and its
 /// statement timeout, both local to the transaction.
-const SET_SCOPE: &str =
-    "SELECT set_config('app.tenant_id', $1, true), set_config('statement_timeout', $2, true)";
+const SET_SCOPE: &str = include_str!("sql/set_scope.sql").trim_ascii_end();
 
 fn scope_values(scope: &Scope) -> (String, String) {
     (scope.tenant.to_string(), format!("{}ms", scope.timeout.as_millis()))
@@ -89,6 +91,9 @@ pub struct Scope {
     pub timeout: Duration,
     /// The caller's deadline, if it set one (bounds streams as a whole).
     pub deadline: Option<tokio::time::Instant>,
+    /// The call this work is for (`bi.data.v1.JobService/GetJob`), named in
+    /// slow-query log lines; `None` outside a call (CLI, tests).
+    pub rpc: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -217,7 +222,7 @@ impl Store {
                 .observe(waited.elapsed().as_secs_f64());
             client.map_err(pool_error)?
         };
-        Ok(Tx { client: Some(client), settings: self.settings.clone(), open: false })
+        Ok(Tx { client: Some(client), settings: self.settings.clone(), open: false, rpc: None })
     }
 
     async fn begin_on(&self, pool: &Pool, scope: &Scope, read_only: bool) -> Result<Tx, Error> {
@@ -238,6 +243,7 @@ impl Store {
     ) -> Result<Vec<Vec<Row>>, Error> {
         let pool = self.replica.as_ref().unwrap_or(&self.primary);
         let mut tx = self.checkout(pool).await?;
+        tx.rpc = scope.rpc.clone();
         let set_scope = match (tx.prepare_all(statements).await, tx.prepare_scope().await) {
             (true, Ok(stmt)) => stmt,
             _ => {
@@ -310,6 +316,8 @@ pub struct Tx {
     client: Option<Object>,
     settings: Arc<Settings>,
     open: bool,
+    /// The scope's call name, for slow-query log lines.
+    rpc: Option<Arc<str>>,
 }
 
 impl Tx {
@@ -321,6 +329,7 @@ impl Tx {
     /// both requests are sent before either answer is awaited. From the
     /// first request on, dropping the transaction rolls it back.
     async fn start(&mut self, scope: &Scope, read_only: bool) -> Result<(), Error> {
+        self.rpc = scope.rpc.clone();
         let set_scope = self.prepare_scope().await?;
         let (tenant, timeout) = scope_values(scope);
         let scope_params: [&(dyn ToSql + Sync); 2] = [&tenant, &timeout];
@@ -453,11 +462,10 @@ impl Tx {
             // One event, inside the statement's span: a `slow_query` span
             // event for traces and one WARN line (with the trace id) for logs.
             let _g = span.enter();
-            let rpc = crate::telemetry::current_rpc();
             tracing::warn!(
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 threshold_ms = self.settings.slow_query.as_millis() as u64,
-                rpc = rpc.as_deref().unwrap_or("-"),
+                rpc = self.rpc.as_deref().unwrap_or("-"),
                 db.operation.name = op,
                 db.collection.name = table,
                 db.query.text = sql,

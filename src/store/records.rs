@@ -287,12 +287,8 @@ pub async fn next_in_sequence(
         "SELECT COALESCE(max({col}), 0) + 1 FROM {} WHERE tenant_id = $1 AND {parent_col} = $2",
         res.table
     );
-    let rows = tx
-        .query_pipelined(&[
-            ("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]),
-            (&next, &[&tenant, parent]),
-        ])
-        .await?;
+    let rows =
+        tx.query_pipelined(&[(super::ADVISORY_XACT_LOCK, &[&key]), (&next, &[&tenant, parent])]).await?;
     rows.last()
         .and_then(|r| r.first())
         .ok_or_else(|| Error::Internal("sequence returned no row".into()))?

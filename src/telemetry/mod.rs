@@ -1,4 +1,4 @@
-//! Telemetry: logs, traces and the per-call context they share.
+//! Telemetry: logs, traces and the trace ids they share.
 //!
 //! - Logs: `RUST_LOG`-style filter (default `info`), JSON lines on stderr when
 //!   `LOG_FORMAT=json`, human-readable otherwise (colours on a terminal).
@@ -8,14 +8,15 @@
 //!   configured by the standard `OTEL_*` variables. With no endpoint set,
 //!   nothing is exported, but spans still get W3C ids (taken from an incoming
 //!   `traceparent`), so logs and audit events carry trace ids anyway.
-//! - `rpc`: the tower layer that opens one SERVER span per call.
+//!
+//! The tower layer that opens one SERVER span per call is
+//! `api::middleware::rpc`: nothing here names tonic or prost (the exporter's
+//! gRPC channel is opentelemetry-otlp's own).
 //!
 //! [`init`] installs the global subscriber and returns a [`Telemetry`] guard;
 //! `main` shuts it down (bounded) after the server has stopped.
 
-pub mod rpc;
-
-use std::{fmt, io::IsTerminal, sync::Arc, time::Duration};
+use std::{fmt, io::IsTerminal, time::Duration};
 
 use opentelemetry::{
     KeyValue,
@@ -252,16 +253,6 @@ pub fn current_ids() -> Option<(TraceId, SpanId)> {
 /// The current trace id as 32 lowercase hex digits.
 pub fn current_trace_id() -> Option<String> {
     current_ids().map(|(t, _)| t.to_string())
-}
-
-tokio::task_local! {
-    static CURRENT_RPC: Arc<str>;
-}
-
-/// The full name (`bi.data.v1.JobService/GetJob`) of the call this task is
-/// serving, for log lines deep in the store.
-pub fn current_rpc() -> Option<Arc<str>> {
-    CURRENT_RPC.try_with(Arc::clone).ok()
 }
 
 /// Adds `"trace_id"` and `"span_id"` to each line written inside a span:

@@ -10,3 +10,4 @@ mod otlp;
 mod pipeline;
 mod scale;
 mod tenancy_auth;
+mod tidy;

@@ -21,6 +21,7 @@ fn scope(tenant: Uuid) -> Scope {
         trace_id: None,
         timeout: Duration::from_secs(5),
         deadline: None,
+        rpc: None,
     }
 }
 

@@ -7,6 +7,9 @@
 //! caller's W3C `traceparent`/`tracestate`. It ends, and the duration is
 //! observed, when the response body ends (so a stream is one span), with the
 //! `grpc-status` read from the headers (errors, trailers-only) or trailers.
+//! The method's name also travels to handlers as an [`RpcName`] request
+//! extension (`api::context` puts it in the store's `Scope`, for the
+//! slow-query log).
 
 use std::{
     collections::HashMap,
@@ -28,7 +31,6 @@ use prost::Message;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::CURRENT_RPC;
 use crate::{auth::AuthContext, metrics::RpcMetrics};
 
 /// A method's names, resolved once at start from the descriptor sets.
@@ -95,6 +97,11 @@ impl KnownMethods {
         self.by_path.contains_key(path)
     }
 }
+
+/// The full name (`bi.data.v1.JobService/GetJob`) of the call a request is
+/// for, as [`RpcLayer`] resolved it (`unknown` for paths not served).
+#[derive(Clone, Debug)]
+pub struct RpcName(pub Arc<str>);
 
 /// Reads W3C headers from an HTTP/2 request.
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -255,7 +262,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         static PROPAGATOR: std::sync::LazyLock<TraceContextPropagator> =
             std::sync::LazyLock::new(TraceContextPropagator::new);
         let info = self.layer.methods.lookup(req.uri().path());
@@ -271,11 +278,11 @@ where
             metrics: self.layer.metrics.clone(),
             done: false,
         };
+        req.extensions_mut().insert(RpcName(info.full.clone()));
         // Inner layers (auth, RecordCaller) run inside the span.
         let fut = span.in_scope(|| self.inner.call(req));
-        let name = info.full.clone();
         Box::pin(async move {
-            match CURRENT_RPC.scope(name, fut.instrument(span)).await {
+            match fut.instrument(span).await {
                 Ok(res) => {
                     call.code = grpc_status(res.headers());
                     let (parts, body) = res.into_parts();
@@ -293,7 +300,7 @@ where
 }
 
 /// The response body, finishing the call at its end. Polled inside the
-/// call's span and RPC name, so work done while streaming nests under it.
+/// call's span, so work done while streaming nests under it.
 struct CallBody {
     inner: tonic::body::Body,
     call: Call,
@@ -310,8 +317,7 @@ impl HttpBody for CallBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         let _entered = this.span.enter();
-        let name = this.call.info.full.clone();
-        let polled = CURRENT_RPC.sync_scope(name, || Pin::new(&mut this.inner).poll_frame(cx));
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(grpc_status) {

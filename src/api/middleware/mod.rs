@@ -1,0 +1,8 @@
+//! The tower stack in front of every service, outermost first: `rpc` (one
+//! SERVER span and the RPC metrics per call), `inflight` (calls counted for
+//! graceful shutdown), `auth` (credentials and role checked, the caller put
+//! in the request), then `rpc::RecordCaller` (the tenant on the span).
+//! `app` assembles them.
+pub mod auth;
+pub mod inflight;
+pub mod rpc;

@@ -1,0 +1,1 @@
+DELETE FROM idempotency_keys WHERE create_time < now() - interval '24 hours'
