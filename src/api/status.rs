@@ -80,3 +80,26 @@ impl From<Error> for Status {
         to_status(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn illegal_transitions_name_the_allowed_next_states() {
+        let s = to_status(Error::IllegalTransition {
+            entity: "opportunity",
+            field: "status",
+            from: "IDENTIFIED".into(),
+            to: "WON".into(),
+            allowed: &["QUALIFIED", "LOST"],
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "ILLEGAL_TRANSITION");
+        assert_eq!(info.metadata.get("allowed").map(String::as_str), Some("QUALIFIED,LOST"));
+        let pre = s.get_details_precondition_failure().expect("precondition failure");
+        let next: Vec<&str> = pre.violations.iter().map(|v| v.description.as_str()).collect();
+        assert_eq!(next, ["IDENTIFIED -> QUALIFIED", "IDENTIFIED -> LOST"]);
+    }
+}

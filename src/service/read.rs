@@ -36,6 +36,7 @@ pub struct ListArgs<'a> {
     pub view: View,
 }
 
+#[derive(Debug)]
 pub struct Page {
     pub items: Vec<Record>,
     pub next_page_token: String,

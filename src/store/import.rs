@@ -149,12 +149,12 @@ fn build_plan(res: &'static Resource) -> Plan {
 
 /// The plan of a resource, built once.
 fn plan(res: &'static Resource) -> &'static Plan {
-    static PLANS: LazyLock<RwLock<HashMap<&'static str, &'static Plan>>> = LazyLock::new(Default::default);
-    if let Some(p) = PLANS.read().expect("plan lock").get(res.table) {
+    static PLANS: LazyLock<RwLock<HashMap<usize, &'static Plan>>> = LazyLock::new(Default::default);
+    if let Some(p) = PLANS.read().expect("plan lock").get(&super::records::key(res)) {
         return p;
     }
     let built: &'static Plan = Box::leak(Box::new(build_plan(res)));
-    PLANS.write().expect("plan lock").insert(res.table, built);
+    PLANS.write().expect("plan lock").insert(super::records::key(res), built);
     built
 }
 

@@ -69,10 +69,15 @@ fn sql_type_name(kind: FieldKind) -> &'static str {
     }
 }
 
+/// Caches are keyed by the declaration itself (two declarations of one
+/// table may differ, e.g. in their large fields).
+pub(super) fn key(res: &'static Resource) -> usize {
+    std::ptr::from_ref(res) as usize
+}
+
 fn sql_for(res: &'static Resource) -> &'static ResourceSql {
-    static CACHE: LazyLock<RwLock<HashMap<&'static str, &'static ResourceSql>>> =
-        LazyLock::new(Default::default);
-    if let Some(s) = CACHE.read().expect("sql cache lock").get(res.table) {
+    static CACHE: LazyLock<RwLock<HashMap<usize, &'static ResourceSql>>> = LazyLock::new(Default::default);
+    if let Some(s) = CACHE.read().expect("sql cache lock").get(&key(res)) {
         return s;
     }
     let cols: Vec<&str> = res.fields.iter().map(|f| f.column).collect();
@@ -114,7 +119,7 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
         fetch_many,
         fetch_many_basic,
     }));
-    CACHE.write().expect("sql cache lock").insert(res.table, built);
+    CACHE.write().expect("sql cache lock").insert(key(res), built);
     built
 }
 

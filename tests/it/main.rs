@@ -9,5 +9,6 @@ mod ops;
 mod otlp;
 mod pipeline;
 mod scale;
+mod service;
 mod tenancy_auth;
 mod tidy;
