@@ -405,3 +405,39 @@ async fn the_cache_seam_is_filled_on_reads_and_told_every_changed_row_after_comm
     assert!(told.contains(&("job".into(), job.id())), "{told:?}");
     assert!(told.contains(&("application".into(), app.id())), "the cascaded child too: {told:?}");
 }
+
+#[tokio::test]
+async fn search_is_declared_per_resource_with_snippets_where_declared() {
+    use bi_data::{domain::schema::SearchSpec, service::SearchArgs};
+    static SPEC: SearchSpec = SearchSpec {
+        vector: "search_vector",
+        config: "english",
+        fuzzy: &["title"],
+        snippet: Some("description"),
+    };
+    let res = variant(|r| r.search = Some(&SPEC));
+    let (_app, svc) = service().await;
+    let s = scope();
+    let d = draft(
+        res,
+        &[
+            ("title", text("Pipeline engineer")),
+            ("company_name", text("Acme")),
+            ("description", text("You will build the ingestion pipeline for our warehouse team.")),
+        ],
+    );
+    let job = svc.create(&s, res, d, "").await.unwrap();
+    let page = svc.search(&s, res, SearchArgs { query: "warehouse", ..SearchArgs::default() }).await.unwrap();
+    assert_eq!(page.hits.iter().map(|h| h.record.id()).collect::<Vec<_>>(), vec![job.id()]);
+    assert!(!page.fuzzy);
+    let snippet = page.hits[0].snippet.as_deref().unwrap_or_default();
+    assert!(snippet.contains("<b>warehouse</b>"), "{snippet}");
+    // The trigram fallback on the declared fuzzy column, without snippets.
+    let fuzzy = svc
+        .search(&s, res, SearchArgs { query: "Pipeleine enginear", ..SearchArgs::default() })
+        .await
+        .unwrap();
+    assert!(fuzzy.fuzzy);
+    assert_eq!(fuzzy.hits.first().map(|h| h.record.id()), Some(job.id()));
+    assert!(fuzzy.hits[0].snippet.is_none());
+}
