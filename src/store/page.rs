@@ -3,7 +3,7 @@
 //! show_deleted): reused with another filter or order it is rejected.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -53,30 +53,14 @@ pub fn decode(token: &str, binding: &str, kinds: &[FieldKind]) -> Result<Vec<Val
     }
     t.k.iter()
         .zip(kinds)
-        .map(|(j, k)| from_json(j, *k).ok_or_else(|| bad("page token is malformed")))
+        .map(|(j, k)| Value::from_json(j, *k).ok_or_else(|| bad("page token is malformed")))
         .collect()
-}
-
-fn from_json(j: &serde_json::Value, kind: FieldKind) -> Option<Value> {
-    use serde_json::Value as J;
-    if j.is_null() {
-        return Some(Value::Null);
-    }
-    Some(match (kind, j) {
-        (FieldKind::Uuid, J::String(s)) => Value::Uuid(s.parse().ok()?),
-        (FieldKind::Text | FieldKind::Enum(_), J::String(s)) => Value::Text(s.clone()),
-        (FieldKind::Int, J::Number(n)) => Value::Int(n.as_i64()?),
-        (FieldKind::Float, J::Number(n)) => Value::Float(n.as_f64()?),
-        (FieldKind::Bool, J::Bool(b)) => Value::Bool(*b),
-        (FieldKind::Timestamp, J::String(s)) => {
-            Value::Time(DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc))
-        }
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
+
     use super::*;
 
     #[test]
