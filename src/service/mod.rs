@@ -14,6 +14,7 @@
 //! transaction (e.g. a document's version rows).
 
 mod import;
+pub mod page;
 mod read;
 mod search;
 mod write;

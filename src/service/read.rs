@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{DEFAULT_PAGE_SIZE, MAX_BATCH, MAX_PAGE_SIZE, Service, not_found, parse_id};
+use super::{DEFAULT_PAGE_SIZE, MAX_BATCH, MAX_PAGE_SIZE, Service, not_found, page, parse_id};
 use crate::{
     domain::{
         filter,
@@ -19,7 +19,7 @@ use crate::{
     },
     error::Error,
     store::{
-        Scope, page,
+        Scope,
         records::{self, ListQuery, View},
     },
 };

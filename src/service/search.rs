@@ -3,7 +3,7 @@
 //! trigram fallback (`fuzzy`). Pages are keyset by (score, id), their
 //! tokens bound to the query, the filter and the mode.
 
-use super::{Hit, Service, read::parse_filter};
+use super::{Hit, Service, page, read::parse_filter};
 use crate::{
     domain::{
         schema::{FieldKind, Resource},
@@ -11,7 +11,7 @@ use crate::{
     },
     error::Error,
     store::{
-        Scope, page,
+        Scope,
         search::{self, Mode, SearchQuery},
     },
 };

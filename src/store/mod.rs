@@ -7,7 +7,6 @@ pub mod filter_sql;
 pub mod idempotency;
 pub mod import;
 pub mod migrate;
-pub mod page;
 pub mod records;
 pub mod search;
 pub mod stats;
