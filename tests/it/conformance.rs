@@ -16,11 +16,15 @@ use crate::{common::*, helpers::*};
 /// Every check and the operations it needs.
 pub const CHECKS: &[(&str, &[Op])] = &[
     ("create_round_trip", &[Op::Create, Op::List]),
+    ("create_sparse", &[Op::Create, Op::List]),
+    ("create_with_other_tenants_parent", &[Op::Create, Op::List, Op::Parents]),
     ("get_round_trip", &[Op::Create, Op::Get]),
     ("batch_get", &[Op::Create, Op::BatchGet]),
     ("update_changes_only_masked_fields", &[Op::Create, Op::Get, Op::Update]),
     ("filters", &[Op::Create, Op::List]),
     ("paging", &[Op::Create, Op::List]),
+    ("order_by_every_sortable_field", &[Op::Create, Op::List]),
+    ("page_token_bound_to_show_deleted", &[Op::Create, Op::List, Op::ShowDeleted]),
     ("mask_unknown_path", &[Op::Create, Op::Get, Op::Update]),
     ("mask_output_only_path", &[Op::Create, Op::Get, Op::Update]),
     ("update_stale_etag", &[Op::Create, Op::Get, Op::Update]),
@@ -28,8 +32,12 @@ pub const CHECKS: &[(&str, &[Op])] = &[
     ("soft_delete", &[Op::Create, Op::Get, Op::List, Op::Delete, Op::Undelete]),
     ("update_deleted", &[Op::Create, Op::Get, Op::Update, Op::Delete]),
     ("request_id_replay", &[Op::Create, Op::List, Op::RequestId]),
+    ("request_id_replay_update", &[Op::Create, Op::Get, Op::Update, Op::RequestId, Op::Audit]),
+    ("request_id_replay_delete", &[Op::Create, Op::Get, Op::Delete, Op::RequestId]),
     ("request_id_other_method", &[Op::Create, Op::RequestId]),
     ("audit_create", &[Op::Create, Op::Audit]),
+    ("audit_update", &[Op::Create, Op::Update, Op::Audit]),
+    ("audit_delete_undelete", &[Op::Create, Op::Delete, Op::Undelete, Op::Audit]),
     ("other_tenant_list", &[Op::Create, Op::List]),
     ("other_tenant_get", &[Op::Create, Op::Get]),
     ("other_tenant_batch_get", &[Op::Create, Op::BatchGet]),
@@ -115,6 +123,34 @@ pub async fn create_round_trip<R: TestResource>() {
     f.app.stop().await;
 }
 
+/// A resource with every optional field unset is valid and lists as
+/// created.
+pub async fn create_sparse<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let c = f.app.create::<R>(&f.t, R::sparse(&f.ctx, 0)).await;
+    assert!(uuid::Uuid::parse_str(c.id()).is_ok(), "id {:?}", c.id());
+    assert_eq!(f.app.list::<R>(&f.t, by_id(c.id())).await.items, vec![c]);
+    f.app.stop().await;
+}
+
+/// Parents of another tenant do not exist for the caller: FAILED_PRECONDITION
+/// (REFERENCE_NOT_FOUND), and nothing is created.
+pub async fn create_with_other_tenants_parent<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let b = Tenant::new();
+    let theirs = f.app.prepare::<R>(&b).await;
+    for r in [R::sample(&theirs, 0), R::sparse(&theirs, 1)] {
+        let e = f.app.try_create::<R>(&f.t, r).await.unwrap_err();
+        assert_status(&e, Code::FailedPrecondition, "another tenant's parent");
+        assert_eq!(reason(&e), "REFERENCE_NOT_FOUND");
+    }
+    assert_eq!(f.app.list::<R>(&f.t, ListOpts::default().count()).await.total_size, 0);
+    assert_eq!(f.app.list::<R>(&b, ListOpts::default().count()).await.total_size, 0);
+    // The same samples with the caller's own parents are fine.
+    f.created(0).await;
+    f.app.stop().await;
+}
+
 /// Get returns the created resource; unknown ids are NOT_FOUND, malformed
 /// ones INVALID_ARGUMENT.
 pub async fn get_round_trip<R: TestResource>() {
@@ -140,6 +176,9 @@ pub async fn batch_get<R: TestResource>() {
     let missing = uuid::Uuid::new_v4().to_string();
     let e = f.app.try_batch_get::<R>(&f.t, &[made[1].id(), &missing]).await.unwrap_err();
     assert_status(&e, Code::NotFound, "a missing id");
+    let e = f.app.try_batch_get::<R>(&f.t, &[made[1].id(), "not-a-uuid"]).await.unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "a malformed id");
+    assert_eq!(violations(&e), ["ids[1]"]);
     f.app.stop().await;
 }
 
@@ -202,6 +241,14 @@ pub async fn filters<R: TestResource>() {
         other.id(),
         failures.join("\n")
     );
+    // Unknown and unfilterable fields are refused, naming `filter`.
+    let unfilterable =
+        R::SCHEMA.fields.iter().filter(|f| !f.filterable).map(|f| format!("{} = null", f.name));
+    for bad in unfilterable.chain(["no_such_field = 1".to_string()]) {
+        let e = f.app.try_list::<R>(&f.t, ListOpts::filter(&bad)).await.unwrap_err();
+        assert_status(&e, Code::InvalidArgument, &bad);
+        assert_eq!(violations(&e), ["filter"], "{bad}");
+    }
     f.app.stop().await;
 }
 
@@ -245,6 +292,79 @@ pub async fn paging<R: TestResource>() {
     let second = f.app.list::<R>(&f.t, ListOpts::default().page_size(2).page_token(&token)).await;
     let ids: Vec<&str> = second.items.iter().map(|r| r.id()).collect();
     assert_eq!(ids, newest_first[2..4].iter().map(String::as_str).collect::<Vec<_>>());
+    let e = f.app.try_list::<R>(&f.t, ListOpts::default().page_size(-1)).await.unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "negative page_size");
+    assert_eq!(violations(&e), ["page_size"]);
+    let e = f.app.try_list::<R>(&f.t, ListOpts::default().page_token("garbage!")).await.unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "malformed page_token");
+    assert_eq!(violations(&e), ["page_token"]);
+    f.app.stop().await;
+}
+
+/// Every sortable field orders the list both ways over full and sparse
+/// rows (NULL keys): pages of 2 give the same sequence as one page, each row
+/// once, and descending is the exact reverse of ascending (NULLs last
+/// ascending, first descending; the id tiebreaker follows the direction).
+/// Unsortable fields are refused on `order_by`.
+pub async fn order_by_every_sortable_field<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    for n in 0..3 {
+        f.created(n).await;
+        f.app.create::<R>(&f.t, R::sparse(&f.ctx, n)).await;
+    }
+    let mut failures = Vec::new();
+    for field in R::SCHEMA.fields.iter().filter(|f| f.sortable) {
+        let mut seen = Vec::new();
+        for order in [field.name.to_string(), format!("{} desc", field.name)] {
+            let whole = f.ids(ListOpts::default().order_by(&order).page_size(1000)).await;
+            let paged = f.ids(ListOpts::default().order_by(&order).page_size(2)).await;
+            if whole.len() != 6 || whole.iter().collect::<HashSet<_>>().len() != 6 {
+                failures.push(format!("{order}: one page lists {whole:?}"));
+            }
+            if paged != whole {
+                failures.push(format!("{order}: pages of 2 give {paged:?}, one page {whole:?}"));
+            }
+            seen.push(whole);
+        }
+        let asc_reversed: Vec<String> = seen[0].iter().rev().cloned().collect();
+        if seen[1] != asc_reversed {
+            failures.push(format!("{}: desc {:?} is not asc {:?} reversed", field.name, seen[1], seen[0]));
+        }
+    }
+    assert!(failures.is_empty(), "{}:\n{}", R::ENTITY, failures.join("\n"));
+    for field in R::SCHEMA.fields.iter().filter(|f| !f.sortable) {
+        let e = f.app.try_list::<R>(&f.t, ListOpts::default().order_by(field.name)).await.unwrap_err();
+        assert_status(&e, Code::InvalidArgument, field.name);
+        assert_eq!(violations(&e), ["order_by"], "{}", field.name);
+    }
+    f.app.stop().await;
+}
+
+/// A page token is bound to show_deleted as well.
+pub async fn page_token_bound_to_show_deleted<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    for n in 0..3 {
+        f.created(n).await;
+    }
+    let live = f.app.list::<R>(&f.t, ListOpts::default().page_size(2)).await;
+    let shown = f.app.list::<R>(&f.t, ListOpts::default().page_size(2).show_deleted()).await;
+    assert!(!live.next_page_token.is_empty() && !shown.next_page_token.is_empty());
+    for (what, o) in [
+        (
+            "live token with show_deleted",
+            ListOpts::default().show_deleted().page_token(&live.next_page_token),
+        ),
+        ("show_deleted token without it", ListOpts::default().page_token(&shown.next_page_token)),
+    ] {
+        let e = f.app.try_list::<R>(&f.t, o.page_size(2)).await.unwrap_err();
+        assert_status(&e, Code::InvalidArgument, what);
+        assert_eq!(violations(&e), ["page_token"], "{what}");
+    }
+    let rest = f
+        .app
+        .list::<R>(&f.t, ListOpts::default().show_deleted().page_size(2).page_token(&shown.next_page_token))
+        .await;
+    assert_eq!(rest.items.len(), 1);
     f.app.stop().await;
 }
 
@@ -335,6 +455,8 @@ pub async fn soft_delete<R: TestResource>() {
     assert_eq!(shown, vec![d.clone()], "show_deleted lists it");
     assert_eq!(f.ids(ListOpts::default().show_deleted()).await.len(), 2);
     assert_eq!(f.app.get::<R>(&f.t, c.id()).await, d, "Get returns deleted rows");
+    let deleted = f.ids(ListOpts::filter("delete_time != null").show_deleted()).await;
+    assert_eq!(deleted, [c.id()], "filter on delete_time with show_deleted");
 
     let e = f.app.try_delete::<R>(&f.t, c.id(), "").await.unwrap_err();
     assert_status(&e, Code::NotFound, "second delete");
@@ -379,6 +501,37 @@ pub async fn request_id_replay<R: TestResource>() {
     f.app.stop().await;
 }
 
+/// A repeated update with the same request_id returns the first result
+/// (even with a now stale etag) and writes one UPDATE event.
+pub async fn request_id_replay_update<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let c = f.created(0).await;
+    let m = R::mutation(&c);
+    let rid = "update-once";
+    let a = f.app.try_update_with_request_id::<R>(&f.t, m.patch.clone(), m.mask, rid).await.unwrap();
+    let b = f.app.try_update_with_request_id::<R>(&f.t, m.patch, m.mask, rid).await.unwrap();
+    assert_eq!(a, b, "the replay returns the first result");
+    assert_eq!(f.app.get::<R>(&f.t, c.id()).await, a);
+    let actions: Vec<i32> = f.app.audit_trail(&f.t, c.id()).await.iter().map(|e| e.action).collect();
+    assert_eq!(actions, [R::CREATE_ACTION as i32, pb::AuditAction::Update as i32]);
+    f.app.stop().await;
+}
+
+/// A repeated delete with the same request_id returns the first result
+/// instead of NOT_FOUND.
+pub async fn request_id_replay_delete<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let c = f.created(0).await;
+    let a = R::rpc_delete(&f.app, &f.t, c.id(), c.etag(), "delete-once").await.unwrap();
+    let b = R::rpc_delete(&f.app, &f.t, c.id(), c.etag(), "delete-once").await.unwrap();
+    assert_eq!(a, b);
+    assert!(a.delete_time().is_some());
+    assert_eq!(f.app.get::<R>(&f.t, c.id()).await, a);
+    let e = f.app.try_delete::<R>(&f.t, c.id(), "").await.unwrap_err();
+    assert_status(&e, Code::NotFound, "a new delete of the deleted row");
+    f.app.stop().await;
+}
+
 /// A request_id already used for a create is INVALID_ARGUMENT on another
 /// method (an update where there is one, else CreateJob).
 pub async fn request_id_other_method<R: TestResource>() {
@@ -392,6 +545,9 @@ pub async fn request_id_other_method<R: TestResource>() {
         f.app.try_create_with_request_id::<pb::Job>(&f.t, job("other method"), &rid).await.unwrap_err()
     };
     assert_status(&e, Code::InvalidArgument, "request_id reused by another method");
+    assert_eq!(violations(&e), ["request_id"]);
+    let e = f.app.try_create_with_request_id::<R>(&f.t, f.sample(1), &"r".repeat(37)).await.unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "request_id of 37 characters");
     assert_eq!(violations(&e), ["request_id"]);
     f.app.stop().await;
 }
@@ -408,6 +564,43 @@ pub async fn audit_create<R: TestResource>() {
     assert!(e.before.is_none());
     assert_eq!(struct_str(&e.after, "id"), c.id(), "after holds the created row");
     assert!(f.app.audit_trail(&Tenant::new(), c.id()).await.is_empty(), "another tenant's admin sees none");
+    f.app.stop().await;
+}
+
+/// An update writes an UPDATE event with the row before and after.
+pub async fn audit_update<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let c = f.created(0).await;
+    let m = R::mutation(&c);
+    let u = f.app.update::<R>(&f.t, m.patch, m.mask).await;
+    let events = f.app.audit_trail(&f.t, c.id()).await;
+    let actions: Vec<i32> = events.iter().map(|e| e.action).collect();
+    assert_eq!(actions, [R::CREATE_ACTION as i32, pb::AuditAction::Update as i32]);
+    let e = &events[1];
+    let field = m.mask[0];
+    let (before, after) = (e.before.as_ref().expect("before"), e.after.as_ref().expect("after"));
+    assert_ne!(before.fields.get(field), after.fields.get(field), "{field} changed in the event");
+    assert_eq!(events[0].after, e.before, "before is the created row");
+    assert_eq!(struct_str(&e.after, "id"), u.id());
+    f.app.stop().await;
+}
+
+/// Delete and undelete write DELETE and UNDELETE events.
+pub async fn audit_delete_undelete<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let c = f.created(0).await;
+    f.app.delete::<R>(&f.t, c.id(), "").await;
+    f.app.undelete::<R>(&f.t, c.id()).await;
+    let events = f.app.audit_trail(&f.t, c.id()).await;
+    let actions: Vec<i32> = events.iter().map(|e| e.action).collect();
+    use pb::AuditAction::*;
+    assert_eq!(actions, [R::CREATE_ACTION, Delete, Undelete].map(|a| a as i32));
+    let deleted = |s: &Option<prost_types::Struct>| {
+        s.as_ref().and_then(|s| s.fields.get("delete_time")).and_then(|v| v.kind.clone())
+    };
+    assert!(matches!(deleted(&events[1].before), Some(prost_types::value::Kind::NullValue(_))));
+    assert!(matches!(deleted(&events[1].after), Some(prost_types::value::Kind::StringValue(_))));
+    assert!(matches!(deleted(&events[2].after), Some(prost_types::value::Kind::NullValue(_))));
     f.app.stop().await;
 }
 
@@ -500,11 +693,14 @@ conformance!(
     bi_data::pb::Job,
     [
         create_round_trip,
+        create_sparse,
         get_round_trip,
         batch_get,
         update_changes_only_masked_fields,
         filters,
         paging,
+        order_by_every_sortable_field,
+        page_token_bound_to_show_deleted,
         mask_unknown_path,
         mask_output_only_path,
         update_stale_etag,
@@ -512,8 +708,12 @@ conformance!(
         soft_delete,
         update_deleted,
         request_id_replay,
+        request_id_replay_update,
+        request_id_replay_delete,
         request_id_other_method,
         audit_create,
+        audit_update,
+        audit_delete_undelete,
         other_tenant_list,
         other_tenant_get,
         other_tenant_batch_get,
@@ -526,16 +726,22 @@ conformance!(
     bi_data::pb::Application,
     [
         create_round_trip,
+        create_sparse,
+        create_with_other_tenants_parent,
         get_round_trip,
         update_changes_only_masked_fields,
         filters,
         paging,
+        order_by_every_sortable_field,
+        page_token_bound_to_show_deleted,
         mask_unknown_path,
         mask_output_only_path,
         update_stale_etag,
         request_id_replay,
+        request_id_replay_update,
         request_id_other_method,
         audit_create,
+        audit_update,
         other_tenant_list,
         other_tenant_get,
         other_tenant_update,
@@ -546,8 +752,11 @@ conformance!(
     bi_data::pb::EmployerResponse,
     [
         create_round_trip,
+        create_sparse,
+        create_with_other_tenants_parent,
         filters,
         paging,
+        order_by_every_sortable_field,
         request_id_replay,
         request_id_other_method,
         audit_create,
@@ -557,6 +766,20 @@ conformance!(
 conformance!(
     ingest_run,
     bi_data::pb::IngestRun,
-    [create_round_trip, get_round_trip, filters, paging, audit_create, other_tenant_list, other_tenant_get]
+    [
+        create_round_trip,
+        create_sparse,
+        get_round_trip,
+        filters,
+        paging,
+        order_by_every_sortable_field,
+        audit_create,
+        other_tenant_list,
+        other_tenant_get
+    ]
 );
-conformance!(audit_event, bi_data::pb::AuditEvent, [create_round_trip, filters, paging, other_tenant_list]);
+conformance!(
+    audit_event,
+    bi_data::pb::AuditEvent,
+    [create_round_trip, create_sparse, filters, paging, order_by_every_sortable_field, other_tenant_list]
+);

@@ -37,8 +37,12 @@ pub enum Op {
     BatchGet,
     /// Mutations take an AIP-155 `request_id`.
     RequestId,
-    /// Creation writes an audit event (`TestResource::CREATE_ACTION`).
+    /// Mutations write audit events (creation: `TestResource::CREATE_ACTION`).
     Audit,
+    /// List takes `show_deleted`.
+    ShowDeleted,
+    /// Create references parents of the caller's tenant (made by `prepare`).
+    Parents,
 }
 
 /// List arguments common to every List method.
@@ -232,6 +236,8 @@ pub trait TestResource: Clone + PartialEq + Debug + Sized + 'static {
     /// A valid instance, distinct for each `n` on every filterable field;
     /// timestamps decrease as `n` grows.
     fn sample(ctx: &Self::Ctx, n: usize) -> Self;
+    /// A valid instance with every optional field left unset (NULL).
+    fn sparse(ctx: &Self::Ctx, n: usize) -> Self;
 
     fn id(&self) -> &str;
     fn etag(&self) -> &str;
@@ -425,7 +431,8 @@ use Op::*;
 impl TestResource for pb::Job {
     const ENTITY: &'static str = "job";
     const SCHEMA: &'static Resource = &bi_data::domain::job::JOB;
-    const OPS: &'static [Op] = &[Create, Get, List, Update, Delete, Undelete, BatchGet, RequestId, Audit];
+    const OPS: &'static [Op] =
+        &[Create, Get, List, Update, Delete, Undelete, BatchGet, RequestId, Audit, ShowDeleted];
     const OUTPUT_ONLY: &'static [&'static str] = &["id", "create_time", "update_time", "delete_time", "etag"];
 
     type Ctx = ();
@@ -459,6 +466,10 @@ impl TestResource for pb::Job {
             attributes: structure(serde_json::json!({"tag": format!("t{n}"), "n": n})),
             ..Default::default()
         }
+    }
+
+    fn sparse(_: &(), n: usize) -> Self {
+        pb::Job { title: format!("Sparse job {n}"), company_name: "Sparse".into(), ..Default::default() }
     }
 
     fn id(&self) -> &str {
@@ -587,7 +598,7 @@ impl TestResource for pb::Application {
     const SCHEMA: &'static Resource = &bi_data::domain::application::APPLICATION;
     // No Delete/Undelete/BatchGet methods: applications are soft-deleted
     // with their job.
-    const OPS: &'static [Op] = &[Create, Get, List, Update, RequestId, Audit];
+    const OPS: &'static [Op] = &[Create, Get, List, Update, RequestId, Audit, ShowDeleted, Parents];
     const OUTPUT_ONLY: &'static [&'static str] = &["id", "create_time", "update_time", "delete_time", "etag"];
 
     /// Two parent jobs: samples alternate between them.
@@ -617,6 +628,10 @@ impl TestResource for pb::Application {
             integrity_score: Some(90.0 - n as f64),
             ..Default::default()
         }
+    }
+
+    fn sparse(jobs: &[String; 2], n: usize) -> Self {
+        pb::Application { job_id: jobs[n % 2].clone(), ..Default::default() }
     }
 
     fn id(&self) -> &str {
@@ -714,7 +729,7 @@ impl TestResource for pb::EmployerResponse {
     const ENTITY: &'static str = "employer_response";
     const SCHEMA: &'static Resource = &bi_data::domain::application::EMPLOYER_RESPONSE;
     // Create and List only.
-    const OPS: &'static [Op] = &[Create, List, RequestId, Audit];
+    const OPS: &'static [Op] = &[Create, List, RequestId, Audit, Parents];
 
     /// Two parent applications (of one job): samples alternate.
     type Ctx = [String; 2];
@@ -740,6 +755,14 @@ impl TestResource for pb::EmployerResponse {
             requires_action: n.is_multiple_of(2),
             action_taken: format!("Action {n}"),
             follow_up_time: ts(1_761_000_000 - i * day),
+            ..Default::default()
+        }
+    }
+
+    fn sparse(apps: &[String; 2], n: usize) -> Self {
+        pb::EmployerResponse {
+            application_id: apps[n % 2].clone(),
+            response_type: format!("sparse_{n}"),
             ..Default::default()
         }
     }
@@ -825,6 +848,11 @@ impl TestResource for pb::IngestRun {
         }
     }
 
+    /// One row and no source: the run's source_site stays NULL.
+    fn sparse(_: &(), _: usize) -> Self {
+        pb::IngestRun { received: 1, inserted: 1, ..Default::default() }
+    }
+
     fn id(&self) -> &str {
         &self.id
     }
@@ -872,7 +900,9 @@ impl TestResource for pb::IngestRun {
         let rows: Vec<pb::Job> = valid.chain(invalid).collect();
         assert_eq!(rows.len() as i64, r.received, "received = inserted + failed");
         let mut req = authed(&t.writer, tokio_stream::iter(rows));
-        req.metadata_mut().insert("x-source-site", r.source_site.parse().unwrap());
+        if !r.source_site.is_empty() {
+            req.metadata_mut().insert("x-source-site", r.source_site.parse().unwrap());
+        }
         let resp = ok(app.jobs().import_jobs(req).await)?;
         Ok(resp.ingest_run.expect("ImportJobs returns its run"))
     }
@@ -914,6 +944,11 @@ impl TestResource for pb::AuditEvent {
             request_id: format!("audit-sample-{n}"),
             ..Default::default()
         }
+    }
+
+    /// The event of a job created without a request id.
+    fn sparse(_: &(), _: usize) -> Self {
+        pb::AuditEvent { request_id: String::new(), ..Self::sample(&(), 0) }
     }
 
     fn id(&self) -> &str {
