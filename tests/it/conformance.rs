@@ -199,13 +199,17 @@ pub async fn update_changes_only_masked_fields<R: TestResource>() {
 }
 
 /// Every filterable field has a case; each matching filter finds the row
-/// (and only it, when selective), each non-matching one does not.
+/// (and only it, when selective), each non-matching one does not. Over a
+/// sparse row too (NULLs): `NOT (f)` lists exactly the rows `f` does not,
+/// and the count equals the rows listed.
 pub async fn filters<R: TestResource>() {
     let f = Fixture::<R>::new().await;
-    // The other row first: the target is the newest, and samples count
+    // The other rows first: the target is the newest, and samples count
     // down in time, so `>=` on any timestamp selects the target alone.
     let other = f.created(1).await;
+    let sparse = f.app.create::<R>(&f.t, R::sparse(&f.ctx, 1)).await;
     let target = f.created(0).await;
+    let all: HashSet<String> = [&other, &sparse, &target].iter().map(|r| r.id().to_owned()).collect();
     let cases = R::filters(&target);
     let declared: HashSet<&str> = cases.iter().map(|c| c.field).collect();
     let filterable: HashSet<&str> =
@@ -223,22 +227,37 @@ pub async fn filters<R: TestResource>() {
     let mut failures = Vec::new();
     for case in &cases {
         assert!(case.matching.starts_with(case.field) && case.non_matching.starts_with(case.field));
-        let hits = f.ids(ListOpts::filter(&case.matching).page_size(1000)).await;
-        let ok = if case.selective { hits == [target.id()] } else { hits.iter().any(|h| h == target.id()) };
+        let mut found = Vec::new();
+        for filter in [&case.matching, &case.non_matching] {
+            let page = f.app.list::<R>(&f.t, ListOpts::filter(filter).page_size(1000).count()).await;
+            let hits: Vec<String> = page.items.iter().map(|r| r.id().to_owned()).collect();
+            if page.total_size != hits.len() as i64 {
+                failures.push(format!("{filter:?} counts {} but lists {hits:?}", page.total_size));
+            }
+            let negated: HashSet<String> =
+                f.ids(ListOpts::filter(format!("NOT ({filter})"))).await.into_iter().collect();
+            let rest: HashSet<String> = all.iter().filter(|id| !hits.contains(id)).cloned().collect();
+            if negated != rest {
+                failures.push(format!("NOT ({filter}) lists {negated:?}, not the other rows {rest:?}"));
+            }
+            found.push(hits);
+        }
+        let (hits, misses) = (&found[0], &found[1]);
+        let ok = if case.selective { hits == &[target.id()] } else { hits.iter().any(|h| h == target.id()) };
         if !ok {
             failures.push(format!("{:?} matched {hits:?}", case.matching));
         }
-        let misses = f.ids(ListOpts::filter(&case.non_matching).page_size(1000)).await;
         if misses.iter().any(|h| h == target.id()) {
             failures.push(format!("{:?} matched the row", case.non_matching));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} (target {}, other {}):\n{}",
+        "{} (target {}, other {}, sparse {}):\n{}",
         R::ENTITY,
         target.id(),
         other.id(),
+        sparse.id(),
         failures.join("\n")
     );
     // Unknown and unfilterable fields are refused, naming `filter`.

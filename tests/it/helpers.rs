@@ -456,7 +456,8 @@ impl TestResource for pb::Job {
             source_site: format!("site-{n}"),
             posting_time: ts(1_760_000_000 - i * day),
             application_deadline: ts(1_770_000_000 - i * day),
-            discovered_time: ts(1_765_000_000 - i * day),
+            // After the server's default (now) on sparse jobs: `>=` selects the target.
+            discovered_time: ts(4_100_000_000 - i * day),
             remote: n.is_multiple_of(2),
             job_type: [pb::JobType::Contract, pb::JobType::PartTime][n % 2] as i32,
             experience_level: [pb::ExperienceLevel::Senior, pb::ExperienceLevel::Entry][n % 2] as i32,
@@ -824,7 +825,7 @@ impl TestResource for pb::EmployerResponse {
 }
 
 /// Ingest runs are written by ImportJobs: a sample is the run expected from
-/// importing `n + 1` valid rows and `n` invalid ones under source `site-n`;
+/// importing `n + 2` valid rows and `n + 1` invalid ones under source `site-n`;
 /// `rpc_create` performs that import.
 impl TestResource for pb::IngestRun {
     const ENTITY: &'static str = "ingest_run";
@@ -840,10 +841,10 @@ impl TestResource for pb::IngestRun {
         let n = n as i64;
         pb::IngestRun {
             source_site: format!("site-{n}"),
-            received: 2 * n + 1,
-            inserted: n + 1,
+            received: 2 * n + 3,
+            inserted: n + 2,
             updated: 0,
-            failed: n,
+            failed: n + 1,
             ..Default::default()
         }
     }
