@@ -32,6 +32,7 @@ pub const CHECKS: &[(&str, &[Op])] = &[
     ("soft_delete", &[Op::Create, Op::Get, Op::List, Op::Delete, Op::Undelete]),
     ("update_deleted", &[Op::Create, Op::Get, Op::Update, Op::Delete]),
     ("request_id_replay", &[Op::Create, Op::List, Op::RequestId]),
+    ("request_id_concurrent", &[Op::Create, Op::List, Op::RequestId]),
     ("request_id_replay_update", &[Op::Create, Op::Get, Op::Update, Op::RequestId, Op::Audit]),
     ("request_id_replay_delete", &[Op::Create, Op::Get, Op::Delete, Op::RequestId]),
     ("request_id_other_method", &[Op::Create, Op::RequestId]),
@@ -520,6 +521,19 @@ pub async fn request_id_replay<R: TestResource>() {
     f.app.stop().await;
 }
 
+/// Concurrent creates with one request_id: one row, every caller gets it.
+pub async fn request_id_concurrent<R: TestResource>() {
+    let f = Fixture::<R>::new().await;
+    let calls = (0..8).map(|_| f.app.try_create_with_request_id::<R>(&f.t, f.sample(0), "concurrent"));
+    let results = futures_util::future::join_all(calls).await;
+    let first = results[0].clone().unwrap();
+    for r in results {
+        assert_eq!(r.unwrap(), first);
+    }
+    assert_eq!(f.app.list::<R>(&f.t, ListOpts::default().count()).await.total_size, 1);
+    f.app.stop().await;
+}
+
 /// A repeated update with the same request_id returns the first result
 /// (even with a now stale etag) and writes one UPDATE event.
 pub async fn request_id_replay_update<R: TestResource>() {
@@ -727,6 +741,7 @@ conformance!(
         soft_delete,
         update_deleted,
         request_id_replay,
+        request_id_concurrent,
         request_id_replay_update,
         request_id_replay_delete,
         request_id_other_method,
@@ -757,6 +772,7 @@ conformance!(
         mask_output_only_path,
         update_stale_etag,
         request_id_replay,
+        request_id_concurrent,
         request_id_replay_update,
         request_id_other_method,
         audit_create,
@@ -777,6 +793,7 @@ conformance!(
         paging,
         order_by_every_sortable_field,
         request_id_replay,
+        request_id_concurrent,
         request_id_other_method,
         audit_create,
         other_tenant_list,
