@@ -96,7 +96,8 @@ pub struct FilterCase {
     pub selective: bool,
 }
 
-/// A filter string literal.
+/// A filter string literal. A `*` inside is still a wildcard: sample values
+/// hold none.
 pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
