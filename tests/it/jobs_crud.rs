@@ -8,7 +8,7 @@ use bi_data::pb::{
 use prost_types::{FieldMask, Struct, Timestamp};
 use tonic::Code;
 
-use crate::common::*;
+use crate::{common::*, helpers::*};
 
 fn full_job() -> pb::Job {
     let mut attrs = Struct::default();
@@ -142,12 +142,7 @@ async fn create_validation_errors_name_fields() {
 async fn field_masks_and_etags() {
     let app = TestApp::spawn().await;
     let t = Tenant::new();
-    let mut c = app.jobs();
-    let created = c
-        .create_job(authed(&t.writer, CreateJobRequest { job: Some(full_job()), request_id: String::new() }))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = app.create::<pb::Job>(&t, full_job()).await;
 
     // Only masked fields change, even if others are sent.
     let patch = pb::Job {
@@ -157,18 +152,7 @@ async fn field_masks_and_etags() {
         etag: created.etag.clone(),
         ..Default::default()
     };
-    let updated = c
-        .update_job(authed(
-            &t.writer,
-            UpdateJobRequest {
-                job: Some(patch),
-                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let updated = app.update::<pb::Job>(&t, patch, &["title"]).await;
     assert_eq!(updated.title, "Staff Rust Engineer");
     assert_eq!(updated.location, "Berlin");
     assert_eq!(updated.keywords, created.keywords);
@@ -177,88 +161,29 @@ async fn field_masks_and_etags() {
     assert!(secs(&updated.update_time) > secs(&created.update_time));
 
     // A masked field absent from the message is cleared.
-    let cleared = c
-        .update_job(authed(
-            &t.writer,
-            UpdateJobRequest {
-                job: Some(pb::Job { id: created.id.clone(), ..Default::default() }),
-                update_mask: Some(FieldMask { paths: vec!["location".into(), "keywords".into()] }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let id_only = || pb::Job { id: created.id.clone(), ..Default::default() };
+    let cleared = app.update::<pb::Job>(&t, id_only(), &["location", "keywords"]).await;
     assert_eq!(cleared.location, "");
     assert!(cleared.keywords.is_empty());
 
     // Empty mask: every field the caller set.
-    let by_set = c
-        .update_job(authed(
-            &t.writer,
-            UpdateJobRequest {
-                job: Some(pb::Job {
-                    id: created.id.clone(),
-                    industry: "Energy".into(),
-                    ..Default::default()
-                }),
-                update_mask: None,
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let by_set = app.update::<pb::Job>(&t, pb::Job { industry: "Energy".into(), ..id_only() }, &[]).await;
     assert_eq!(by_set.industry, "Energy");
     assert_eq!(by_set.title, "Staff Rust Engineer");
 
     // Stale etag -> ABORTED with ETAG_MISMATCH.
-    let e = c
-        .update_job(authed(
-            &t.writer,
-            UpdateJobRequest {
-                job: Some(pb::Job {
-                    id: created.id.clone(),
-                    title: "x".into(),
-                    etag: created.etag.clone(),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let stale = pb::Job { title: "x".into(), etag: created.etag.clone(), ..id_only() };
+    let e = app.try_update::<pb::Job>(&t, stale, &["title"]).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted);
     assert_eq!(reason(&e), "ETAG_MISMATCH");
 
     // Unknown and output-only paths -> INVALID_ARGUMENT.
     for path in ["nope", "create_time", "id"] {
-        let e = c
-            .update_job(authed(
-                &t.writer,
-                UpdateJobRequest {
-                    job: Some(pb::Job { id: created.id.clone(), ..Default::default() }),
-                    update_mask: Some(FieldMask { paths: vec![path.into()] }),
-                    request_id: String::new(),
-                },
-            ))
-            .await
-            .unwrap_err();
+        let e = app.try_update::<pb::Job>(&t, id_only(), &[path]).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{path}");
     }
     // Clearing a required field through the mask is refused.
-    let e = c
-        .update_job(authed(
-            &t.writer,
-            UpdateJobRequest {
-                job: Some(pb::Job { id: created.id.clone(), ..Default::default() }),
-                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
-                request_id: String::new(),
-            },
-        ))
-        .await
-        .unwrap_err();
+    let e = app.try_update::<pb::Job>(&t, id_only(), &["title"]).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     app.stop().await;
 }
@@ -267,73 +192,30 @@ async fn field_masks_and_etags() {
 async fn soft_delete_and_undelete() {
     let app = TestApp::spawn().await;
     let t = Tenant::new();
-    let mut c = app.jobs();
-    let j = c
-        .create_job(authed(
-            &t.writer,
-            CreateJobRequest { job: Some(job("Doomed")), request_id: String::new() },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let e = c
-        .delete_job(authed(
-            &t.writer,
-            DeleteJobRequest { id: j.id.clone(), etag: "W/\"999\"".into(), request_id: String::new() },
-        ))
-        .await
-        .unwrap_err();
+    let j = app.create::<pb::Job>(&t, job("Doomed")).await;
+    let e = app.try_delete::<pb::Job>(&t, &j.id, "W/\"999\"").await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted);
-    let d = c
-        .delete_job(authed(
-            &t.writer,
-            DeleteJobRequest { id: j.id.clone(), etag: j.etag.clone(), request_id: String::new() },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let d = app.delete::<pb::Job>(&t, &j.id, &j.etag).await;
     assert!(d.delete_time.is_some());
     // Hidden from List, visible with show_deleted, still returned by Get.
-    let l = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
-    assert!(l.jobs.is_empty());
-    let l = c
-        .list_jobs(authed(&t.reader, ListJobsRequest { show_deleted: true, ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(l.jobs.len(), 1);
-    let g = c.get_job(authed(&t.reader, GetJobRequest { id: j.id.clone() })).await.unwrap().into_inner();
+    let l = app.list::<pb::Job>(&t, ListOpts::default()).await;
+    assert!(l.items.is_empty());
+    let l = app.list::<pb::Job>(&t, ListOpts::default().show_deleted()).await;
+    assert_eq!(l.items.len(), 1);
+    let g = app.get::<pb::Job>(&t, &j.id).await;
     assert!(g.delete_time.is_some());
     // Deleting a deleted job -> NOT_FOUND; updating it -> FAILED_PRECONDITION.
-    let e = c
-        .delete_job(authed(&t.writer, DeleteJobRequest { id: j.id.clone(), ..Default::default() }))
-        .await
-        .unwrap_err();
+    let e = app.try_delete::<pb::Job>(&t, &j.id, "").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    let e = c
-        .update_job(authed(
-            &t.writer,
-            UpdateJobRequest {
-                job: Some(pb::Job { id: j.id.clone(), title: "x".into(), ..Default::default() }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
+    let patch = pb::Job { id: j.id.clone(), title: "x".into(), ..Default::default() };
+    let e = app.try_update::<pb::Job>(&t, patch, &[]).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let u = c
-        .undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() }))
-        .await
-        .unwrap()
-        .into_inner();
+    let u = app.undelete::<pb::Job>(&t, &j.id).await;
     assert!(u.delete_time.is_none());
-    let e = c
-        .undelete_job(authed(&t.writer, UndeleteJobRequest { id: j.id.clone(), ..Default::default() }))
-        .await
-        .unwrap_err();
+    let e = app.try_undelete::<pb::Job>(&t, &j.id).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let l = c.list_jobs(authed(&t.reader, ListJobsRequest::default())).await.unwrap().into_inner();
-    assert_eq!(l.jobs.len(), 1);
+    let l = app.list::<pb::Job>(&t, ListOpts::default()).await;
+    assert_eq!(l.items.len(), 1);
     app.stop().await;
 }
 

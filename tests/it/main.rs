@@ -2,6 +2,8 @@
 //! its own server on port 0 and uses fresh tenants, so tests run in parallel.
 
 mod common;
+mod conformance;
+mod helpers;
 mod jobs_crud;
 mod listing;
 mod observability;
