@@ -142,6 +142,8 @@ pub trait ProtoResource: Message + Default + Clone + Sized + 'static {
     /// fields that did not convert are NULL in the draft).
     fn to_draft(&self) -> (Draft, Vec<FieldViolation>);
     fn from_record(rec: &Record) -> Self;
+    /// Field-table index of each of `NAMES`, computed once.
+    fn indexes() -> &'static [usize];
 }
 
 /// Implements [`ProtoResource`] by field name: `proto_resource!(pb::Job, JOB, [id, title, …])`,
@@ -153,10 +155,15 @@ macro_rules! proto_resource {
             const RES: &'static $crate::domain::schema::Resource = &$res;
             const NAMES: &'static [&'static str] = &[$(stringify!($f)),*];
 
+            fn indexes() -> &'static [usize] {
+                static IDX: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+                IDX.get_or_init(|| Self::NAMES.iter().map(|n| Self::RES.index(n)).collect())
+            }
+
             fn to_draft(&self) -> ($crate::service::Draft, Vec<$crate::error::FieldViolation>) {
                 use $crate::api::resource::ProtoField as _;
                 let res: &'static $crate::domain::schema::Resource = &$res;
-                let idx = $crate::api::resource::indexes::<Self>();
+                let idx = <Self as $crate::api::resource::ProtoResource>::indexes();
                 let mut errs = Vec::new();
                 let mut values = vec![$crate::domain::value::Value::Null; res.fields.len()];
                 let mut k = 0;
@@ -174,7 +181,7 @@ macro_rules! proto_resource {
 
             fn from_record(rec: &$crate::domain::record::Record) -> Self {
                 let res: &'static $crate::domain::schema::Resource = &$res;
-                let idx = $crate::api::resource::indexes::<Self>();
+                let idx = <Self as $crate::api::resource::ProtoResource>::indexes();
                 let mut k = 0;
                 let mut next = || {
                     k += 1;
@@ -193,24 +200,6 @@ macro_rules! proto_resource {
     ($msg:ty, $res:expr, [$($f:ident),* $(,)?]) => {
         $crate::proto_resource!(@impl $msg, $res, [$($f),*],);
     };
-}
-
-/// Field-table index of each name of `R::NAMES`, computed once per resource.
-pub fn indexes<R: ProtoResource>() -> &'static [usize] {
-    use std::{
-        any::TypeId,
-        collections::HashMap,
-        sync::{LazyLock, RwLock},
-    };
-    static CACHE: LazyLock<RwLock<HashMap<TypeId, &'static [usize]>>> = LazyLock::new(Default::default);
-    let key = TypeId::of::<R>();
-    if let Some(i) = CACHE.read().expect("index cache").get(&key) {
-        return i;
-    }
-    let built: Vec<usize> = R::NAMES.iter().map(|n| R::RES.index(n)).collect();
-    let built: &'static [usize] = Box::leak(built.into_boxed_slice());
-    CACHE.write().expect("index cache").insert(key, built);
-    built
 }
 
 fn draft<R: ProtoResource>(msg: Option<R>) -> Option<(Draft, Vec<FieldViolation>)> {
