@@ -118,7 +118,10 @@ impl<'a> Unit<'a> {
     }
 
     /// Loads a row FOR UPDATE (deleted or not); NOT_FOUND when absent.
+    /// Resources declared `read_only` are written by their own code in the
+    /// store (audit events, ingest runs), never through a unit.
     pub async fn lock(&self, res: &'static Resource, id: Uuid) -> Result<Record, Error> {
+        writable(res)?;
         records::fetch(&self.tx, self.scope.tenant, res, id, true).await?.ok_or_else(|| not_found(res, id))
     }
 
@@ -180,6 +183,7 @@ impl<'a> Unit<'a> {
     /// Inserts a validated new record: parents live, counter at 1, the next
     /// number of its sequence, the hook, a CREATE event.
     pub async fn insert(&mut self, res: &'static Resource, mut values: Vec<Value>) -> Result<Record, Error> {
+        writable(res)?;
         self.check_parents(res, &values, None).await?;
         if let Some(c) = res.counter {
             values[res.index(c.field)] = Value::Int(1);
@@ -324,6 +328,13 @@ impl<'a> Unit<'a> {
     pub async fn commit_one(self, res: &'static Resource, rec: &Record) -> Result<(), Error> {
         self.finish(rec.to_stored(res)).await
     }
+}
+
+fn writable(res: &'static Resource) -> Result<(), Error> {
+    if res.read_only {
+        return Err(Error::Internal(format!("{} is written by the service only", res.name)));
+    }
+    Ok(())
 }
 
 /// Checks every declared transition of `res` between two versions.

@@ -441,3 +441,14 @@ async fn search_is_declared_per_resource_with_snippets_where_declared() {
     assert_eq!(fuzzy.hits.first().map(|h| h.record.id()), Some(job.id()));
     assert!(fuzzy.hits[0].snippet.is_none());
 }
+
+#[tokio::test]
+async fn read_only_resources_are_not_written_through_the_generic_operations() {
+    use bi_data::domain::ingest::INGEST_RUN;
+    let (_app, svc) = service().await;
+    let s = scope();
+    let err = svc.create(&s, &INGEST_RUN, draft(&INGEST_RUN, &[("source_site", text("x"))]), "").await;
+    assert!(matches!(err, Err(Error::Internal(_))), "{err:?}");
+    let page = svc.list(&s, &INGEST_RUN, ListArgs { count: true, ..ListArgs::default() }).await.unwrap();
+    assert_eq!(page.total_size, 0);
+}
