@@ -67,7 +67,9 @@ impl Service {
             async move {
                 while let Some(b) = batches.recv().await {
                     import::apply(&svc.store, &wscope, &mut run, b).await?;
-                    svc.cache.invalidate(&wscope, &Changes::bulk(res)).await;
+                    if let Some(c) = &svc.cache {
+                        c.invalidate(&wscope, &Changes::bulk(res)).await;
+                    }
                 }
                 Ok::<_, Error>(run)
             }

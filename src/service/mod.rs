@@ -88,27 +88,12 @@ impl Changes {
 
 /// Where a read-through cache plugs in. `get`/`batch_get` ask it first and
 /// fill it on a miss; every committed write reports its [`Changes`] before
-/// the call answers. The default, [`NoCache`], does nothing.
+/// the call answers. Without one (`Service::new`), reads go to the store.
 pub trait ReadCache: Send + Sync + 'static {
     fn get<'a>(&'a self, scope: &'a Scope, res: &'static Resource, id: Uuid)
     -> BoxFuture<'a, Option<Record>>;
     fn fill<'a>(&'a self, scope: &'a Scope, res: &'static Resource, rec: &'a Record) -> BoxFuture<'a, ()>;
     fn invalidate<'a>(&'a self, scope: &'a Scope, changes: &'a Changes) -> BoxFuture<'a, ()>;
-}
-
-/// No cache: every read goes to the store.
-pub struct NoCache;
-
-impl ReadCache for NoCache {
-    fn get<'a>(&'a self, _: &'a Scope, _: &'static Resource, _: Uuid) -> BoxFuture<'a, Option<Record>> {
-        Box::pin(std::future::ready(None))
-    }
-    fn fill<'a>(&'a self, _: &'a Scope, _: &'static Resource, _: &'a Record) -> BoxFuture<'a, ()> {
-        Box::pin(std::future::ready(()))
-    }
-    fn invalidate<'a>(&'a self, _: &'a Scope, _: &'a Changes) -> BoxFuture<'a, ()> {
-        Box::pin(std::future::ready(()))
-    }
 }
 
 /// Work a resource does inside each of its write transactions, after the
@@ -127,18 +112,19 @@ pub trait AfterWrite: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Service {
     store: Store,
-    cache: Arc<dyn ReadCache>,
+    /// `None`: no cache, and no call into the seam at all.
+    cache: Option<Arc<dyn ReadCache>>,
     hooks: Arc<HashMap<&'static str, Arc<dyn AfterWrite>>>,
 }
 
 impl Service {
     pub fn new(store: Store) -> Service {
-        Service { store, cache: Arc::new(NoCache), hooks: Arc::default() }
+        Service { store, cache: None, hooks: Arc::default() }
     }
 
     /// Puts `cache` in the read seam.
     pub fn with_cache(mut self, cache: Arc<dyn ReadCache>) -> Service {
-        self.cache = cache;
+        self.cache = Some(cache);
         self
     }
 

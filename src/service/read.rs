@@ -83,14 +83,16 @@ impl Service {
         view: View,
     ) -> Result<Record, Error> {
         let id = parse_id("id", id)?;
-        let cached = view == View::Full;
-        if cached && let Some(rec) = self.cache.get(scope, res, id).await {
+        let cache = self.cache.as_ref().filter(|_| view == View::Full);
+        if let Some(c) = cache
+            && let Some(rec) = c.get(scope, res, id).await
+        {
             return Ok(rec);
         }
         let rec =
             records::read_one(&self.store, scope, res, id, view).await?.ok_or_else(|| not_found(res, id))?;
-        if cached {
-            self.cache.fill(scope, res, &rec).await;
+        if let Some(c) = cache {
+            c.fill(scope, res, &rec).await;
         }
         Ok(rec)
     }
@@ -114,11 +116,11 @@ impl Service {
             .enumerate()
             .map(|(i, s)| parse_id(&format!("ids[{i}]"), s))
             .collect::<Result<Vec<_>, _>>()?;
-        let cached = view == View::Full;
+        let cache = self.cache.as_ref().filter(|_| view == View::Full);
         let mut by_id: HashMap<Uuid, Record> = HashMap::with_capacity(parsed.len());
-        if cached {
+        if let Some(c) = cache {
             for id in &parsed {
-                if let Some(rec) = self.cache.get(scope, res, *id).await {
+                if let Some(rec) = c.get(scope, res, *id).await {
                     by_id.insert(*id, rec);
                 }
             }
@@ -126,8 +128,8 @@ impl Service {
         let missing: Vec<Uuid> = parsed.iter().copied().filter(|id| !by_id.contains_key(id)).collect();
         if !missing.is_empty() {
             for rec in records::read_many(&self.store, scope, res, &missing, view).await? {
-                if cached {
-                    self.cache.fill(scope, res, &rec).await;
+                if let Some(c) = cache {
+                    c.fill(scope, res, &rec).await;
                 }
                 by_id.insert(rec.id(), rec);
             }

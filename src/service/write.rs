@@ -106,15 +106,30 @@ impl<'a> Unit<'a> {
         }
     }
 
-    /// Remembers `response` for `(request_id, method)` at commit.
-    fn remember(&mut self, request_id: &str, method: &str, response: serde_json::Value) {
+    /// Remembers the response `stored` builds for `(request_id, method)`
+    /// at commit (built only when there is a request id).
+    fn remember(&mut self, request_id: &str, method: &str, stored: impl FnOnce(&Self) -> Vec<u8>) {
         if !request_id.is_empty() {
-            self.responses.push((
-                request_id.to_owned(),
-                method.to_owned(),
-                response.to_string().into_bytes(),
-            ));
+            let bytes = stored(self);
+            self.responses.push((request_id.to_owned(), method.to_owned(), bytes));
         }
+    }
+
+    /// `rec` in its stored form (`Record::to_stored`), serialized from the
+    /// audit event's snapshot when this unit wrote one (no second snapshot).
+    fn stored(&self, res: &'static Resource, rec: &Record) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Stored<'a> {
+            revision: i64,
+            fields: &'a serde_json::Value,
+        }
+        let id = rec.id();
+        let written = self.events.iter().rev().find(|e| e.entity == res.name && e.entity_id == id);
+        match written.and_then(|e| e.after.as_ref()) {
+            Some(fields) => serde_json::to_vec(&Stored { revision: rec.revision, fields }),
+            None => serde_json::to_vec(&rec.to_stored(res)),
+        }
+        .expect("JSON serializes")
     }
 
     /// Loads a row FOR UPDATE (deleted or not); NOT_FOUND when absent.
@@ -305,7 +320,7 @@ impl<'a> Unit<'a> {
 
     /// Writes the events and the stored responses (one round trip),
     /// commits, then reports the changes to the cache.
-    async fn finish(mut self, response: serde_json::Value) -> Result<(), Error> {
+    async fn finish(mut self, response: impl FnOnce(&Self) -> Vec<u8>) -> Result<(), Error> {
         let (rid, method) = (self.request_id, std::mem::take(&mut self.method));
         self.remember(rid, &method, response);
         let (tx, scope) = (&self.tx, self.scope);
@@ -318,15 +333,17 @@ impl<'a> Unit<'a> {
             futures_util::future::try_join_all(remembers)
         )?;
         self.tx.commit().await?;
-        if !self.changes.rows.is_empty() {
-            self.svc.cache.invalidate(scope, &self.changes).await;
+        if let Some(c) = &self.svc.cache
+            && !self.changes.rows.is_empty()
+        {
+            c.invalidate(scope, &self.changes).await;
         }
         Ok(())
     }
 
     /// Commits with `rec` as the call's stored response.
     pub async fn commit_one(self, res: &'static Resource, rec: &Record) -> Result<(), Error> {
-        self.finish(rec.to_stored(res)).await
+        self.finish(|u| u.stored(res, rec)).await
     }
 }
 
@@ -490,10 +507,13 @@ impl Service {
                     continue;
                 }
                 let rec = u.insert(res, values).await?;
-                u.remember(&item_request_id, &item_method, rec.to_stored(res));
+                u.remember(&item_request_id, &item_method, |u| u.stored(res, &rec));
                 out.push(rec);
             }
-            let all = serde_json::Value::Array(out.iter().map(|r| r.to_stored(res)).collect());
+            let all = |_: &Unit<'_>| {
+                let stored: Vec<serde_json::Value> = out.iter().map(|r| r.to_stored(res)).collect();
+                serde_json::to_vec(&stored).expect("JSON serializes")
+            };
             u.finish(all).await?;
             Ok(out)
         };
