@@ -78,6 +78,16 @@ impl<'a> Unit<'a> {
         if request_id.is_empty() {
             return Ok(None);
         }
+        // Remembered earlier in this transaction (a batch repeating an
+        // item's request id): not in the table until commit.
+        if let Some((_, used, bytes)) = self.responses.iter().find(|(r, _, _)| r == request_id) {
+            if used != method {
+                return Err(Error::invalid("request_id", format!("request_id was already used for {used}")));
+            }
+            return serde_json::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("stored response undecodable: {e}")));
+        }
         match idempotency::begin(&self.tx, self.scope, request_id, method).await? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)

@@ -452,3 +452,22 @@ async fn read_only_resources_are_not_written_through_the_generic_operations() {
     let page = svc.list(&s, &INGEST_RUN, ListArgs { count: true, ..ListArgs::default() }).await.unwrap();
     assert_eq!(page.total_size, 0);
 }
+
+#[tokio::test]
+async fn a_batch_repeating_an_item_request_id_creates_it_once() {
+    use bi_data::service::BatchItem;
+    let (_app, svc) = service().await;
+    let s = scope();
+    let item = |title: &str| BatchItem {
+        draft: draft(
+            &JOB,
+            &[("title", text(title)), ("company_name", text("Acme")), ("job_url", text("https://x/dup"))],
+        ),
+        request_id: "item-dup".into(),
+    };
+    let out = svc.batch_create(&s, &JOB, vec![item("first"), item("second")], "").await.expect("batch");
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], out[1], "the repeat replays the first item");
+    let page = svc.list(&s, &JOB, ListArgs { count: true, ..ListArgs::default() }).await.unwrap();
+    assert_eq!(page.total_size, 1);
+}
