@@ -23,7 +23,7 @@ use crate::{
         value::Value,
     },
     error::FieldViolation,
-    service::{self, BatchItem, Draft, ListArgs, Scope, Service, UpdateArgs, View},
+    service::{BatchItem, Draft, ListArgs, Scope, Service, UpdateArgs, View},
 };
 
 /// One proto field's conversion, chosen by its Rust type and the field's
@@ -318,8 +318,6 @@ pub fn list_args<'a>(
 ) -> ListArgs<'a> {
     ListArgs { page_size, page_token, filter, order_by, show_deleted, count, view: View::Full }
 }
-
-pub use service::validate_new;
 
 #[cfg(test)]
 pub(crate) mod tests {

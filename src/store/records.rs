@@ -262,14 +262,24 @@ pub async fn reassign(
         sql_for(child).select
     );
     let rows = tx.query(&sql, &[&tenant, &from, &to]).await?;
-    let i = child.index(column);
+    with_before(child, &rows, column, &Value::Uuid(from))
+}
+
+/// Each updated row's record and its audit snapshot before the statement,
+/// which differed from it only in `field` (then `prior`).
+fn with_before(
+    child: &'static Resource,
+    rows: &[tokio_postgres::Row],
+    field: &str,
+    prior: &Value,
+) -> Result<Vec<(serde_json::Value, Record)>, Error> {
+    let name = child.fields[child.index(field)].name;
     rows.iter()
         .map(|r| {
             let after = decode_row(child, r)?;
-            let mut before = after.clone();
-            before.values[i] = Value::Uuid(from);
-            before.revision -= 1;
-            Ok((before.to_json(child), after))
+            let mut before = after.to_json(child);
+            before[name] = prior.to_json();
+            Ok((before, after))
         })
         .collect()
 }
@@ -321,16 +331,8 @@ pub async fn cascade_deleted(
         sql_for(child).select
     );
     let rows = tx.query(&sql, &[&tenant, &id, stamp]).await?;
-    let delete_time = child.index_of("delete_time").expect("soft-deletable child");
-    rows.iter()
-        .map(|r| {
-            let after = decode_row(child, r)?;
-            let mut before = after.clone();
-            before.values[delete_time] = if deleted { Value::Null } else { stamp.clone() };
-            before.revision -= 1;
-            Ok((before.to_json(child), after))
-        })
-        .collect()
+    let prior = if deleted { Value::Null } else { stamp.clone() };
+    with_before(child, &rows, "delete_time", &prior)
 }
 
 /// Writes the fields at `changed` (indexes into the field table), bumps the
