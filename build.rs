@@ -8,7 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = ["proto/bi/data/v1/job.proto", "proto/bi/data/v1/audit.proto"];
+    let protos = [
+        "proto/bi/data/v1/job.proto",
+        "proto/bi/data/v1/company.proto",
+        "proto/bi/data/v1/outreach.proto",
+        "proto/bi/data/v1/audit.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("bi_data_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;

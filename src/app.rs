@@ -13,25 +13,34 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{
         audit::AuditApi,
+        companies::CompanyApi,
         jobs::JobApi,
         middleware::{
             auth::AuthLayer,
             inflight::InFlight,
             rpc::{KnownMethods, RecordCaller, RpcLayer},
         },
+        outreach::OutreachApi,
     },
     auth::{AuthMode, TokenKeys},
     config::ServeArgs,
     error::Error,
     metrics::{self, Metrics},
-    pb::{self, audit_service_server::AuditServiceServer, job_service_server::JobServiceServer},
+    pb::{
+        self, audit_service_server::AuditServiceServer, company_service_server::CompanyServiceServer,
+        job_service_server::JobServiceServer, outreach_service_server::OutreachServiceServer,
+    },
     service::Service,
     store::{Store, idempotency, migrate, stats::QueryStats},
 };
 
 /// Names whose health is reported (besides "" for the whole server).
-pub const SERVICE_NAMES: &[&str] =
-    &[<JobServiceServer<JobApi> as NamedService>::NAME, <AuditServiceServer<AuditApi> as NamedService>::NAME];
+pub const SERVICE_NAMES: &[&str] = &[
+    <JobServiceServer<JobApi> as NamedService>::NAME,
+    <CompanyServiceServer<CompanyApi> as NamedService>::NAME,
+    <OutreachServiceServer<OutreachApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
+];
 
 /// How often the database is probed for health.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
@@ -171,6 +180,12 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let jobs = JobServiceServer::new(JobApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let companies = CompanyServiceServer::new(CompanyApi::new(svc.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let outreach = OutreachServiceServer::new(OutreachApi::new(svc.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let audit = AuditServiceServer::new(AuditApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -197,6 +212,8 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(jobs)
+        .add_service(companies)
+        .add_service(outreach)
         .add_service(audit);
 
     let drain = args.drain_timeout();

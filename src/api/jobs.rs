@@ -193,13 +193,13 @@ impl JobService for JobApi {
     async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::Job>, Status> {
         let (scope, _) = scope(self.svc.store(), &req, &req.get_ref().request_id)?;
         let r = req.get_ref();
-        Ok(Response::new(edge::set_deleted(&self.svc, &scope, &r.id, &r.etag, true, &r.request_id).await?))
+        Ok(Response::new(edge::delete(&self.svc, &scope, &r.id, &r.etag, false, &r.request_id).await?))
     }
 
     async fn undelete_job(&self, req: Request<pb::UndeleteJobRequest>) -> Result<Response<pb::Job>, Status> {
         let (scope, _) = scope(self.svc.store(), &req, &req.get_ref().request_id)?;
         let r = req.get_ref();
-        Ok(Response::new(edge::set_deleted(&self.svc, &scope, &r.id, "", false, &r.request_id).await?))
+        Ok(Response::new(edge::undelete(&self.svc, &scope, &r.id, &r.request_id).await?))
     }
 
     async fn batch_get_jobs(

@@ -4,10 +4,12 @@
 //! map errors with `status::to_status`; `middleware` is the tower stack in
 //! front of them; `pb` is the generated code.
 pub mod audit;
+pub mod companies;
 pub mod context;
 pub mod convert;
 pub mod jobs;
 pub mod middleware;
+pub mod outreach;
 pub mod pb;
 pub mod resource;
 pub mod status;

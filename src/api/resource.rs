@@ -282,15 +282,25 @@ pub async fn update<R: ProtoResource>(
     Ok(R::from_record(&svc.update(scope, R::RES, args).await?))
 }
 
-pub async fn set_deleted<R: ProtoResource>(
+/// Soft delete; `force` takes RESTRICT children along.
+pub async fn delete<R: ProtoResource>(
     svc: &Service,
     scope: &Scope,
     id: &str,
     etag: &str,
-    deleted: bool,
+    force: bool,
     request_id: &str,
 ) -> Result<R, Status> {
-    Ok(R::from_record(&svc.set_deleted(scope, R::RES, id, etag, deleted, request_id).await?))
+    Ok(R::from_record(&svc.set_deleted(scope, R::RES, id, etag, true, force, request_id).await?))
+}
+
+pub async fn undelete<R: ProtoResource>(
+    svc: &Service,
+    scope: &Scope,
+    id: &str,
+    request_id: &str,
+) -> Result<R, Status> {
+    Ok(R::from_record(&svc.set_deleted(scope, R::RES, id, "", false, false, request_id).await?))
 }
 
 /// The export stream of messages.
@@ -316,7 +326,7 @@ pub fn list_args<'a>(
     show_deleted: bool,
     count: bool,
 ) -> ListArgs<'a> {
-    ListArgs { page_size, page_token, filter, order_by, show_deleted, count, view: View::Full }
+    ListArgs { page_size, page_token, filter, order_by, show_deleted, count, view: View::Full, subset: None }
 }
 
 #[cfg(test)]
@@ -382,6 +392,14 @@ pub(crate) mod tests {
         round_trip::<pb::Application>(|_, _| None);
         round_trip::<pb::EmployerResponse>(|_, _| None);
         round_trip::<pb::AuditEvent>(|_, _| None);
+        round_trip::<pb::Company>(|f, i| {
+            (f.name == "decision_makers").then(|| {
+                Value::Json(serde_json::json!([{"name": format!("n{i}"), "title": "t", "email": "a@b.c", "linkedin_url": "u"}]))
+            })
+        });
+        round_trip::<pb::Opportunity>(|_, _| None);
+        round_trip::<pb::Campaign>(|_, _| None);
+        round_trip::<pb::CampaignEvent>(|_, _| None);
         round_trip::<pb::IngestRun>(|f, i| {
             (f.name == "errors").then(|| {
                 Value::Json(serde_json::json!([{"index": i, "reason": "bad", "job_url": "https://x"}]))

@@ -2,7 +2,7 @@
 
 use super::{
     job::JOB,
-    record::{Fields, json_sizes, max_len, require_text},
+    record::{Fields, in_range, json_sizes, max_len, require_text},
     schema::{EnumDef, Field, FieldKind as K, Parent, Resource},
     value::Value,
 };
@@ -36,7 +36,7 @@ pub static APPLICATION: Resource = Resource {
     soft_delete: true,
     default_order: "create_time desc",
     rules: normalize_application,
-    parents: &[Parent { field: "job_id", resource: &JOB }],
+    parents: &[Parent::new("job_id", &JOB)],
     ..Resource::BASE
 };
 
@@ -60,17 +60,9 @@ pub static EMPLOYER_RESPONSE: Resource = Resource {
     ],
     default_order: "create_time desc",
     rules: normalize_employer_response,
-    parents: &[Parent { field: "application_id", resource: &APPLICATION }],
+    parents: &[Parent::new("application_id", &APPLICATION)],
     ..Resource::BASE
 };
-
-fn in_range(v: &Fields<'_>, name: &str, lo: f64, hi: f64, errs: &mut Vec<FieldViolation>) {
-    if let Value::Float(x) = v.get(name)
-        && !(lo..=hi).contains(x)
-    {
-        errs.push(FieldViolation::new(name, format!("{name} must be between {lo} and {hi}")));
-    }
-}
 
 pub fn normalize_application(v: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>> {
     let mut errs = Vec::new();

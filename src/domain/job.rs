@@ -4,8 +4,11 @@ use chrono::Utc;
 
 use super::{
     application::APPLICATION,
+    company::COMPANY,
     record::{Fields, json_sizes, max_len, require_text},
-    schema::{Child, EnumDef, Field, FieldKind as K, ImportSpec, OnDelete, Resource, SearchSpec, Unique},
+    schema::{
+        Child, EnumDef, Field, FieldKind as K, ImportSpec, OnDelete, Parent, Resource, SearchSpec, Unique,
+    },
     value::Value,
 };
 use crate::error::FieldViolation;
@@ -58,6 +61,8 @@ pub static JOB: Resource = Resource {
     // Deleting a job soft-deletes its live applications (audited);
     // undeleting it restores them. Applications are never orphaned silently.
     children: &[Child { resource: &APPLICATION, column: "job_id", on_delete: OnDelete::Cascade }],
+    // A job's company, when set, is a live company of its tenant.
+    parents: &[Parent::new("company_id", &COMPANY)],
     unique: &[Unique {
         constraint: "jobs_live_job_url_key",
         reason: "DUPLICATE_JOB_URL",
@@ -65,10 +70,11 @@ pub static JOB: Resource = Resource {
     }],
     // search_vector: title (A), company_name and keywords (B), description (C).
     search: Some(&SearchSpec {
-        vector: "search_vector",
+        vector: Some("search_vector"),
         config: "english",
         fuzzy: &["title", "company_name"],
         snippet: None,
+        normalize: None,
     }),
     // An import keeps the caller's own pipeline state of an existing job.
     import: Some(&ImportSpec { key: "job_url", keep_on_update: &["status", "discovered_time"] }),

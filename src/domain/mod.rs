@@ -3,11 +3,13 @@
 //! its type check. Knows nothing of tonic, prost, SQL or the database.
 pub mod application;
 pub mod audit;
+pub mod company;
 pub mod filter;
 pub mod filter_check;
 pub mod ingest;
 pub mod job;
 pub mod order;
+pub mod outreach;
 pub mod record;
 pub mod schema;
 pub mod value;
@@ -21,6 +23,10 @@ pub static RESOURCES: &[&Resource] = &[
     &application::APPLICATION,
     &application::EMPLOYER_RESPONSE,
     &ingest::INGEST_RUN,
+    &company::COMPANY,
+    &company::OPPORTUNITY,
+    &outreach::CAMPAIGN,
+    &outreach::CAMPAIGN_EVENT,
     &audit::AUDIT_EVENT,
 ];
 

@@ -124,6 +124,27 @@ pub fn require_text(v: &Fields<'_>, name: &str, max: usize, errs: &mut Vec<Field
 }
 
 /// An optional text field of at most `max` characters.
+/// A float field, when set, lies in `lo..=hi`.
+pub fn in_range(v: &Fields<'_>, name: &str, lo: f64, hi: f64, errs: &mut Vec<FieldViolation>) {
+    if let Value::Float(x) = v.get(name)
+        && !(lo..=hi).contains(x)
+    {
+        errs.push(FieldViolation::new(name, format!("{name} must be between {lo} and {hi}")));
+    }
+}
+
+/// A text array holds at most `max` entries of 1 to `len` characters.
+pub fn text_items(v: &Fields<'_>, name: &str, max: usize, len: usize, errs: &mut Vec<FieldViolation>) {
+    if let Value::TextArray(items) = v.get(name) {
+        if items.len() > max {
+            errs.push(FieldViolation::new(name, format!("at most {max} entries")));
+        }
+        if items.iter().any(|s| s.is_empty() || s.chars().count() > len) {
+            errs.push(FieldViolation::new(name, format!("each entry must have 1 to {len} characters")));
+        }
+    }
+}
+
 pub fn max_len(v: &Fields<'_>, name: &str, max: usize, errs: &mut Vec<FieldViolation>) {
     if let Value::Text(s) = v.get(name)
         && s.chars().count() > max

@@ -143,6 +143,20 @@ fn no_rules(_: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>> {
 pub struct Parent {
     pub field: &'static str,
     pub resource: &'static Resource,
+    /// `(own field, parent's field)` that must hold the same value: a
+    /// campaign's opportunity belongs to the campaign's company.
+    pub agrees: Option<(&'static str, &'static str)>,
+}
+
+impl Parent {
+    pub const fn new(field: &'static str, resource: &'static Resource) -> Parent {
+        Parent { field, resource, agrees: None }
+    }
+    /// The parent's `parent_field` equals this record's `own`.
+    pub const fn agreeing(mut self, own: &'static str, parent_field: &'static str) -> Parent {
+        self.agrees = Some((own, parent_field));
+        self
+    }
 }
 
 /// What deleting a parent does to its live children.
@@ -150,8 +164,12 @@ pub struct Parent {
 pub enum OnDelete {
     /// Soft-deleted with the parent (at its delete_time) and restored with it.
     Cascade,
-    /// The delete is refused while live children exist.
+    /// The delete is refused while live children exist, unless it is
+    /// forced: then they go (and come back) with it, as with `Cascade`.
     Restrict,
+    /// Nothing happens to them (they keep the reference); a merge still
+    /// moves them.
+    Keep,
 }
 
 /// Rows of `resource` whose `column` references this resource.
@@ -189,15 +207,20 @@ pub struct Unique {
 
 /// Ranked search over a resource: a generated, GIN-indexed `tsvector`
 /// column (weights live in the migration), and trigram columns for the
-/// typo-tolerant fallback.
+/// typo-tolerant fallback (or, without a `tsvector`, the only ranking).
 #[derive(Debug)]
 pub struct SearchSpec {
-    /// The `tsvector` column.
-    pub vector: &'static str,
+    /// The `tsvector` column; `None`: trigram search only.
+    pub vector: Option<&'static str>,
     /// Text search configuration (`english`).
     pub config: &'static str,
-    /// Trigram (pg_trgm) columns, most important first.
+    /// Trigram (pg_trgm) columns, most important first (columns, maybe
+    /// generated ones that are no field).
     pub fuzzy: &'static [&'static str],
+    /// SQL function (from a migration) the query goes through before the
+    /// trigram match, the one that computed the fuzzy columns: e.g. a
+    /// company name's matching key.
+    pub normalize: Option<&'static str>,
     /// Column a `ts_headline` snippet is cut from, if the resource has one.
     pub snippet: Option<&'static str>,
 }
@@ -227,6 +250,28 @@ pub struct Sequence {
     pub field: &'static str,
 }
 
+/// Master data: records of this resource merge into a survivor, which the
+/// merged ones name in `master`.
+#[derive(Debug)]
+pub struct MergeSpec {
+    pub master: &'static str,
+    /// Array fields unioned into the survivor.
+    pub union: &'static [&'static str],
+    /// JSON object fields merged into the survivor (the survivor's keys win).
+    pub combine: &'static [&'static str],
+}
+
+/// A named, fixed subset of a resource's rows that a partial index of the
+/// migration covers: rows whose `field` is one of `any_of` (live rows only
+/// when the resource soft-deletes). Lists over it are written so the index
+/// applies (the values are the declaration's own, written into the SQL).
+#[derive(Debug)]
+pub struct Subset {
+    pub name: &'static str,
+    pub field: &'static str,
+    pub any_of: &'static [&'static str],
+}
+
 /// A resource type: a table, its fields and its declared behaviour.
 #[derive(Clone, Copy, Debug)]
 pub struct Resource {
@@ -250,6 +295,8 @@ pub struct Resource {
     pub import: Option<&'static ImportSpec>,
     pub counter: Option<&'static Counter>,
     pub sequence: Option<&'static Sequence>,
+    pub merge: Option<&'static MergeSpec>,
+    pub subsets: &'static [&'static Subset],
     /// Written by the service only (no create/update through the API).
     pub read_only: bool,
 }
@@ -271,6 +318,8 @@ impl Resource {
         import: None,
         counter: None,
         sequence: None,
+        merge: None,
+        subsets: &[],
         read_only: false,
     };
 
@@ -312,6 +361,12 @@ impl Resource {
         }
         for p in self.parents {
             need(p.field, "a parent")?;
+            if let Some((own, theirs)) = p.agrees {
+                need(own, "a parent's agreement")?;
+                p.resource.index_of(theirs).ok_or_else(|| {
+                    format!("{}: parent {} has no field {theirs}", self.name, p.resource.name)
+                })?;
+            }
         }
         for c in self.children {
             c.resource.index_of(c.column).ok_or_else(|| {
@@ -334,9 +389,23 @@ impl Resource {
                 }
             }
         }
-        if let Some(s) = self.search {
-            for c in s.fuzzy {
-                need(c, "search")?;
+        if let Some(m) = self.merge {
+            need(m.master, "merge")?;
+            for f in m.union.iter().chain(m.combine) {
+                need(f, "merge")?;
+            }
+            if !self.soft_delete {
+                return Err(format!("{}: merging needs soft delete", self.name));
+            }
+        }
+        for s in self.subsets {
+            need(s.field, "a subset")?;
+            if let Some(FieldKind::Enum(def)) = self.field(s.field).map(|f| f.kind) {
+                if let Some(bad) = s.any_of.iter().find(|v| def.parse(v).is_none()) {
+                    return Err(format!("{}: subset {} names no state {bad}", self.name, s.name));
+                }
+            } else {
+                return Err(format!("{}: subset {} needs an enum field", self.name, s.name));
             }
         }
         if let Some(i) = self.import {

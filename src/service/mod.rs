@@ -13,6 +13,7 @@
 //! resources changed ([`Changes`]); [`AfterWrite`] hooks run inside a write
 //! transaction (e.g. a document's version rows).
 
+mod events;
 mod import;
 pub mod page;
 mod read;
@@ -25,6 +26,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 pub use self::{
+    events::{LINK_DEFAULT, LINK_MAX, Linked},
     import::{ImportItem, Importer},
     read::{ListArgs, Page},
     search::{SearchArgs, SearchPage},

@@ -14,7 +14,7 @@ use crate::{
         filter_check::{self, Filter},
         order::{self, OrderKey},
         record::Record,
-        schema::Resource,
+        schema::{Resource, Subset},
         value::Value,
     },
     error::Error,
@@ -34,6 +34,8 @@ pub struct ListArgs<'a> {
     pub show_deleted: bool,
     pub count: bool,
     pub view: View,
+    /// Only the rows of a declared subset (and the partial index it has).
+    pub subset: Option<&'static Subset>,
 }
 
 #[derive(Debug)]
@@ -185,6 +187,12 @@ impl Service {
         if let Some(p) = &parent_text {
             parts.push(p);
         }
+        if let Some(sub) = args.subset {
+            if !res.subsets.iter().any(|s| std::ptr::eq(*s, sub)) {
+                return Err(Error::Internal(format!("{} declares no subset {}", res.name, sub.name)));
+            }
+            parts.push(sub.name);
+        }
         let binding = page::binding(&parts);
         let after = if args.page_token.is_empty() {
             None
@@ -200,6 +208,7 @@ impl Service {
             count: args.count,
             parent: parent.map(|(f, id)| (res.fields[res.index(f)].column, Value::Uuid(id))),
             view: args.view,
+            subset: args.subset,
         };
         let (mut rows, total) = records::read_page(&self.store, scope, res, &q).await?;
         let next_page_token = if rows.len() > limit {
@@ -243,6 +252,7 @@ impl Service {
                             count: false,
                             parent: None,
                             view: View::Full,
+                            subset: None,
                         };
                         let fetch = async {
                             let db = store.begin_read(&scope).await?;

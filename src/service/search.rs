@@ -44,9 +44,11 @@ impl Service {
         res: &'static Resource,
         args: SearchArgs<'_>,
     ) -> Result<SearchPage, Error> {
-        if res.search.is_none() {
+        let Some(spec) = res.search else {
             return Err(Error::Internal(format!("{} declares no search", res.name)));
-        }
+        };
+        // Without a tsvector the trigram match is the only ranking.
+        let first = if spec.vector.is_some() { Mode::FullText } else { Mode::Fuzzy };
         let text = args.query.trim();
         if text.is_empty() {
             return Err(Error::invalid("query", "query is required"));
@@ -68,7 +70,7 @@ impl Service {
         let kind = format!("{}-search", res.name);
         let binding = |mode: Mode| page::binding(&[&kind, &tenant, text, filter_text, &format!("{mode:?}")]);
         let kinds = [FieldKind::Float, FieldKind::Uuid];
-        let (mut mode, mut after) = (Mode::FullText, None);
+        let (mut mode, mut after) = (first, None);
         if !args.page_token.is_empty() {
             let decoded = page::decode(args.page_token, &binding(Mode::FullText), &kinds)
                 .map(|k| (Mode::FullText, k))

@@ -17,7 +17,7 @@ use crate::{
     domain::{
         audit::Action,
         record::Record,
-        schema::{OnDelete, Resource},
+        schema::{Child, OnDelete, Resource},
         value::Value,
     },
     error::{Error, FieldViolation},
@@ -168,8 +168,9 @@ impl<'a> Unit<'a> {
         self.changes.push(res, after.id());
     }
 
-    /// Every parent named by `values` (at the given field indexes, or all
-    /// when `only` is None) exists and is live in the tenant.
+    /// Every parent named by `values` exists and is live in the tenant (and
+    /// agrees with the record where declared): all of them, or those whose
+    /// reference or agreement field is among `only` (the changed fields).
     async fn check_parents(
         &self,
         res: &'static Resource,
@@ -178,16 +179,26 @@ impl<'a> Unit<'a> {
     ) -> Result<(), Error> {
         for p in res.parents {
             let i = res.index(p.field);
-            if only.is_some_and(|o| !o.contains(&i)) {
+            let agree = p.agrees.map(|(own, theirs)| (theirs, &values[res.index(own)]));
+            let touched = |j: usize| only.is_none_or(|o| o.contains(&j));
+            if !touched(i) && !p.agrees.is_some_and(|(own, _)| touched(res.index(own))) {
                 continue;
             }
             if let Value::Uuid(id) = values[i]
-                && !records::exists(&self.tx, self.scope.tenant, p.resource, id).await?
+                && !records::exists(&self.tx, self.scope.tenant, p.resource, id, agree).await?
             {
-                return Err(Error::FailedPrecondition {
-                    reason: "REFERENCE_NOT_FOUND",
-                    message: format!("{}: {} '{id}' does not exist", p.field, p.resource.name),
-                });
+                let message = match p.agrees {
+                    Some((own, theirs))
+                        if records::exists(&self.tx, self.scope.tenant, p.resource, id, None).await? =>
+                    {
+                        format!(
+                            "{}: {} '{id}' has another {theirs} than this {}'s {own}",
+                            p.field, p.resource.name, res.name
+                        )
+                    }
+                    _ => format!("{}: {} '{id}' does not exist", p.field, p.resource.name),
+                };
+                return Err(Error::FailedPrecondition { reason: "REFERENCE_NOT_FOUND", message });
             }
         }
         Ok(())
@@ -261,16 +272,18 @@ impl<'a> Unit<'a> {
     }
 
     /// Soft-deletes or restores a locked row and follows its relations:
-    /// RESTRICT children refuse a delete, CASCADE children go (and come
-    /// back) with it, at the same delete_time.
+    /// RESTRICT children refuse a delete unless it is `force`d, CASCADE
+    /// (and forced RESTRICT) children go with it at the same delete_time,
+    /// and come back with it; KEEP children stay as they are.
     pub async fn set_deleted(
         &mut self,
         res: &'static Resource,
         current: &Record,
         deleted: bool,
+        force: bool,
     ) -> Result<Record, Error> {
         let id = current.id();
-        if deleted {
+        if deleted && !force {
             for c in res.children.iter().filter(|c| c.on_delete == OnDelete::Restrict) {
                 let n =
                     records::count_children(&self.tx, self.scope.tenant, c.resource, c.column, id).await?;
@@ -278,7 +291,7 @@ impl<'a> Unit<'a> {
                     return Err(Error::FailedPrecondition {
                         reason: "HAS_CHILDREN",
                         message: format!(
-                            "{} '{id}' has {n} live {}(s); delete or move them first",
+                            "{} '{id}' has {n} live {}(s); delete or move them first, or delete with force",
                             res.name, c.resource.name
                         ),
                     });
@@ -289,7 +302,12 @@ impl<'a> Unit<'a> {
         let action = if deleted { Action::Delete } else { Action::Undelete };
         let delete_time = res.index("delete_time");
         let stamp = if deleted { &rec.values[delete_time] } else { &current.values[delete_time] };
-        for c in res.children.iter().filter(|c| c.on_delete == OnDelete::Cascade) {
+        // Restoring follows RESTRICT children too: only rows a forced delete
+        // took (those deleted at the parent's very delete_time) come back.
+        let follows = |c: &&Child| {
+            c.on_delete == OnDelete::Cascade || (c.on_delete == OnDelete::Restrict && (force || !deleted))
+        };
+        for c in res.children.iter().filter(follows) {
             for (before, after) in records::cascade_deleted(
                 &self.tx,
                 self.scope.tenant,
@@ -309,23 +327,40 @@ impl<'a> Unit<'a> {
         Ok(rec)
     }
 
-    /// Points every child of `from` (each declared child relation) at `into`.
+    /// Points every child of `from` (each declared child relation) at
+    /// `into`; returns the ids moved per child resource.
     pub async fn reassign_children(
         &mut self,
         res: &'static Resource,
         from: Uuid,
         into: Uuid,
-    ) -> Result<usize, Error> {
-        let mut moved = 0;
+    ) -> Result<Vec<(&'static Resource, Vec<Uuid>)>, Error> {
+        let mut moved = Vec::new();
         for c in res.children {
+            let mut ids = Vec::new();
             for (before, after) in
                 records::reassign(&self.tx, self.scope.tenant, c.resource, c.column, from, into).await?
             {
+                ids.push(after.id());
                 self.audit(c.resource, Action::Update, Some(before), &after);
-                moved += 1;
             }
+            moved.push((c.resource, ids));
         }
         Ok(moved)
+    }
+
+    /// Adds `key: details` to the `after` of the last queued event of
+    /// `(res, id)` (e.g. what a merge moved).
+    pub fn annotate_last(&mut self, res: &'static Resource, id: Uuid, key: &str, details: serde_json::Value) {
+        if let Some(serde_json::Value::Object(after)) = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.entity == res.name && e.entity_id == id)
+            .and_then(|e| e.after.as_mut())
+        {
+            after.insert(key.to_owned(), details);
+        }
     }
 
     /// Writes the events and the stored responses (one round trip),
@@ -349,6 +384,11 @@ impl<'a> Unit<'a> {
             c.invalidate(scope, &self.changes).await;
         }
         Ok(())
+    }
+
+    /// Commits a unit that remembers no response (no request id).
+    pub async fn commit_none(self) -> Result<(), Error> {
+        self.finish(|_| Vec::new()).await
     }
 
     /// Commits with `rec` as the call's stored response.
@@ -386,7 +426,7 @@ fn check_transitions(res: &'static Resource, before: &[Value], after: &[Value]) 
     Ok(())
 }
 
-fn refuse_deleted(res: &'static Resource, rec: &Record) -> Result<(), Error> {
+pub(super) fn refuse_deleted(res: &'static Resource, rec: &Record) -> Result<(), Error> {
     if rec.is_deleted(res) {
         return Err(Error::FailedPrecondition {
             reason: "RESOURCE_DELETED",
@@ -584,7 +624,9 @@ impl Service {
         run.await.map_err(|e| named(res, e))
     }
 
-    /// Soft delete (`deleted = true`, with an optional etag) or undelete (AIP-164).
+    /// Soft delete (`deleted = true`, with an optional etag; `force` takes
+    /// RESTRICT children along) or undelete (AIP-164).
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_deleted(
         &self,
         scope: &Scope,
@@ -592,6 +634,7 @@ impl Service {
         id: &str,
         etag: &str,
         deleted: bool,
+        force: bool,
         request_id: &str,
     ) -> Result<Record, Error> {
         let id = parse_id("id", id)?;
@@ -612,53 +655,191 @@ impl Service {
                     message: format!("{} '{id}' is not deleted", res.name),
                 });
             }
+            if !deleted {
+                refuse_merged(res, &current)?;
+            }
             check_etag(res, etag, &current)?;
-            let rec = u.set_deleted(res, &current, deleted).await?;
+            let rec = u.set_deleted(res, &current, deleted, force).await?;
             u.commit_one(res, &rec).await?;
             Ok(rec)
         };
         run.await.map_err(|e| named(res, e))
     }
 
-    /// Merges `from` into `into` (both live records of `res`): every child
-    /// of `from` is reassigned to `into`, `from` is soft-deleted (a MERGE
-    /// event), and `into` becomes what `combine(into, from)` returns.
+    /// Merges `sources` into `target` (live records of a resource that
+    /// declares a [`MergeSpec`](crate::domain::schema::MergeSpec)), in one
+    /// transaction: every child of a source is reassigned to the target,
+    /// the sources name the target as their master and are soft-deleted,
+    /// the target's declared arrays are unioned and its JSON objects merged
+    /// (the target's keys win). One MERGE event, on the target, lists the
+    /// sources and every row moved.
+    ///
+    /// Rows are read, then locked in id order (two merges cannot deadlock);
+    /// a row that changed in between (a concurrent merge or update) makes
+    /// the call ABORTED, to be retried.
     pub async fn merge(
         &self,
         scope: &Scope,
         res: &'static Resource,
-        into: Uuid,
-        from: Uuid,
+        target: &str,
+        sources: &[String],
         request_id: &str,
-        combine: impl FnOnce(&Record, &Record) -> Result<Vec<Value>, Error>,
     ) -> Result<Record, Error> {
-        if into == from {
-            return Err(Error::invalid("merged_ids", "a record cannot be merged into itself"));
+        let spec = res.merge.ok_or_else(|| Error::Internal(format!("{} cannot be merged", res.name)))?;
+        let into = parse_id("target_id", target)?;
+        if sources.is_empty() {
+            return Err(Error::invalid("source_ids", "at least one source is needed"));
         }
-        if !res.soft_delete {
-            return Err(Error::Internal(format!("{} cannot be merged: no soft delete", res.name)));
+        if sources.len() > MAX_MERGE {
+            return Err(Error::invalid("source_ids", format!("at most {MAX_MERGE} sources per merge")));
+        }
+        let mut from = Vec::with_capacity(sources.len());
+        for (i, s) in sources.iter().enumerate() {
+            let id = parse_id(&format!("source_ids[{i}]"), s)?;
+            if id == into {
+                return Err(Error::invalid(
+                    format!("source_ids[{i}]"),
+                    "a record cannot be merged into itself",
+                ));
+            }
+            if from.contains(&id) {
+                return Err(Error::invalid(format!("source_ids[{i}]"), "source named twice"));
+            }
+            from.push(id);
         }
         let run = async {
             let mut u = Unit::begin(self, scope, request_id, format!("Merge/{}", res.name)).await?;
             if let Some(prev) = u.replay_one(res).await? {
                 return Ok(prev);
             }
-            // Lock in id order: two merges of the same pair cannot deadlock.
-            let (a, b) = if into < from { (into, from) } else { (from, into) };
-            let (ra, rb) = (u.lock(res, a).await?, u.lock(res, b).await?);
-            let (survivor, merged) = if a == into { (ra, rb) } else { (rb, ra) };
+            let mut ids: Vec<Uuid> = from.iter().copied().chain([into]).collect();
+            let seen = records::fetch_many(&u.tx, scope.tenant, res, &ids).await?;
+            ids.sort();
+            let mut locked = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let rec = u.lock(res, *id).await?;
+                if seen.iter().find(|r| r.id() == *id).is_some_and(|r| r.revision != rec.revision) {
+                    return Err(Error::Aborted {
+                        reason: "CONCURRENCY_CONFLICT",
+                        message: format!("{} '{id}' changed during the merge; retry", res.name),
+                    });
+                }
+                locked.push(rec);
+            }
+            let take = |id: Uuid| locked.iter().find(|r| r.id() == id).cloned().expect("locked");
+            let survivor = take(into);
+            refuse_merged(res, &survivor)?;
             refuse_deleted(res, &survivor)?;
-            refuse_deleted(res, &merged)?;
-            u.reassign_children(res, from, into).await?;
-            let gone = records::set_deleted(&u.tx, scope.tenant, res, from, true).await?;
-            u.audit(res, Action::Merge, Some(merged.to_json(res)), &gone);
-            let next = combine(&survivor, &merged)?;
-            let rec = u.write(res, &survivor, next, Action::Merge).await?;
+            let merged: Vec<Record> = from.iter().map(|id| take(*id)).collect();
+            for m in &merged {
+                refuse_merged(res, m)?;
+                refuse_deleted(res, m)?;
+            }
+            let mut moved = serde_json::Map::new();
+            for m in &merged {
+                for (child, ids) in u.reassign_children(res, m.id(), into).await? {
+                    let list = moved.entry(child.name).or_insert_with(|| serde_json::json!([]));
+                    list.as_array_mut()
+                        .expect("list")
+                        .extend(ids.iter().map(|id| serde_json::json!(id.to_string())));
+                }
+                // Deleted first: a record naming a master is a deleted one.
+                let mut gone = records::set_deleted(&u.tx, scope.tenant, res, m.id(), true).await?;
+                let master = res.index(spec.master);
+                gone.values[master] = Value::Uuid(into);
+                let rec = records::update(&u.tx, scope.tenant, res, m.id(), &gone.values, &[master]).await?;
+                u.audit(res, Action::Delete, Some(m.to_json(res)), &rec);
+            }
+            let next = combine(res, spec, &survivor, &merged);
+            let mut rec = u.write(res, &survivor, next, Action::Merge).await?;
+            if rec.revision == survivor.revision {
+                // Nothing of the target changed: the merge still gets its event.
+                rec = records::update(&u.tx, scope.tenant, res, into, &survivor.values, &[]).await?;
+                u.audit(res, Action::Merge, Some(survivor.to_json(res)), &rec);
+            }
+            let details = serde_json::json!({
+                "source_ids": from.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+                "moved": moved,
+            });
+            u.annotate_last(res, into, "merge", details);
             u.commit_one(res, &rec).await?;
             Ok(rec)
         };
         run.await.map_err(|e| named(res, e))
     }
+}
+
+/// Most sources of one merge.
+pub const MAX_MERGE: usize = 100;
+
+/// The survivor's values after a merge: declared arrays unioned (its own
+/// entries first, then each source's new ones, in order), declared objects
+/// merged with its own keys winning.
+fn combine(
+    res: &'static Resource,
+    spec: &crate::domain::schema::MergeSpec,
+    survivor: &Record,
+    merged: &[Record],
+) -> Vec<Value> {
+    let mut next = survivor.values.clone();
+    for f in spec.union {
+        let i = res.index(f);
+        for m in merged {
+            match (&mut next[i], &m.values[i]) {
+                (Value::TextArray(mine), Value::TextArray(theirs)) => {
+                    for t in theirs {
+                        if !mine.contains(t) {
+                            mine.push(t.clone());
+                        }
+                    }
+                }
+                (
+                    Value::Json(serde_json::Value::Array(mine)),
+                    Value::Json(serde_json::Value::Array(theirs)),
+                ) => {
+                    for t in theirs {
+                        if !mine.contains(t) {
+                            mine.push(t.clone());
+                        }
+                    }
+                }
+                (mine @ Value::Null, theirs) => *mine = theirs.clone(),
+                _ => {}
+            }
+        }
+    }
+    for f in spec.combine {
+        let i = res.index(f);
+        for m in merged {
+            match (&mut next[i], &m.values[i]) {
+                (
+                    Value::Json(serde_json::Value::Object(mine)),
+                    Value::Json(serde_json::Value::Object(theirs)),
+                ) => {
+                    for (k, v) in theirs {
+                        mine.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                (mine @ Value::Null, theirs) => *mine = theirs.clone(),
+                _ => {}
+            }
+        }
+    }
+    next
+}
+
+/// A record merged into another is gone for good: it cannot take part in a
+/// merge again, nor be undeleted.
+fn refuse_merged(res: &'static Resource, rec: &Record) -> Result<(), Error> {
+    if let Some(spec) = res.merge
+        && let Value::Uuid(master) = rec.get(res, spec.master)
+    {
+        return Err(Error::FailedPrecondition {
+            reason: "ALREADY_MERGED",
+            message: format!("{} '{}' was merged into '{master}'", res.name, rec.id()),
+        });
+    }
+    Ok(())
 }
 
 /// A stored batch response: the records, in order.

@@ -206,8 +206,9 @@ fn key_of(values: &[Value], key_index: usize) -> Option<&str> {
 }
 
 /// Applies one batch of `run.res` and advances `run` (only once it committed).
-pub async fn apply(store: &Store, scope: &Scope, run: &mut Run, batch: Batch) -> Result<(), Error> {
+pub async fn apply(store: &Store, scope: &Scope, run: &mut Run, mut batch: Batch) -> Result<(), Error> {
     let plan = plan(run.res);
+    reject_missing_parents(store, scope, run.res, &mut batch).await?;
     let key_index = plan.key_index;
     // Within a batch the last row of a key wins; the ones it supersedes
     // count as updates (as if the rows had been applied one by one).
@@ -297,6 +298,54 @@ pub async fn apply(store: &Store, scope: &Scope, run: &mut Run, batch: Batch) ->
             }
         }
     }
+}
+
+/// Moves rows that reference a parent which is not a live row of the
+/// tenant (e.g. a job's unknown company_id) to the rejected ones. One
+/// statement per declared parent and batch.
+async fn reject_missing_parents(
+    store: &Store,
+    scope: &Scope,
+    res: &'static Resource,
+    batch: &mut Batch,
+) -> Result<(), Error> {
+    if res.parents.is_empty() || batch.rows.is_empty() {
+        return Ok(());
+    }
+    let tx = store.begin_read(scope).await?;
+    for p in res.parents {
+        let i = res.index(p.field);
+        let mut ids: Vec<Uuid> = batch
+            .rows
+            .iter()
+            .filter_map(|r| if let Value::Uuid(id) = r.values[i] { Some(id) } else { None })
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let live: std::collections::HashSet<Uuid> =
+            super::records::live_ids(&tx, scope.tenant, p.resource, &ids).await?.into_iter().collect();
+        let key_index = res.import.map(|spec| res.index(spec.key));
+        let (keep, gone): (Vec<Row>, Vec<Row>) = std::mem::take(&mut batch.rows)
+            .into_iter()
+            .partition(|r| !matches!(r.values[i], Value::Uuid(id) if !live.contains(&id)));
+        batch.rows = keep;
+        for r in gone {
+            let id = match r.values[i] {
+                Value::Uuid(id) => id.to_string(),
+                _ => String::new(),
+            };
+            batch.rejected.push(Rejected {
+                index: r.index,
+                reason: format!("{}: {} '{id}' does not exist", p.field, p.resource.name),
+                key: key_index.and_then(|k| key_of(&r.values, k).map(str::to_owned)),
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Closes the run: end time, final counters, one IMPORT audit event.

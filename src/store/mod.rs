@@ -6,6 +6,7 @@ pub mod audit;
 pub mod filter_sql;
 pub mod idempotency;
 pub mod import;
+pub mod link;
 pub mod migrate;
 pub mod records;
 pub mod search;

@@ -15,7 +15,7 @@ use crate::{
     domain::{
         filter_check::Checked,
         order::OrderKey,
-        schema::{Field, FieldKind, Resource, Sequence},
+        schema::{Field, FieldKind, Resource, Sequence, Subset},
         value::Value,
     },
     error::Error,
@@ -218,15 +218,48 @@ pub async fn fetch_many(
     decode_rows(res, &rows)
 }
 
-/// Whether `id` names a row of `res` in the tenant (a live one, for
-/// soft-deletable resources). Locks it against concurrent deletion.
-pub async fn exists(tx: &Tx, tenant: Uuid, res: &'static Resource, id: Uuid) -> Result<bool, Error> {
+/// Which of `ids` name live rows of `res` in the tenant.
+pub async fn live_ids(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, Error> {
     let sql = format!(
-        "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2{} FOR KEY SHARE",
+        "SELECT id FROM {} WHERE tenant_id = $1 AND id = ANY($2){}",
         res.table,
         if res.soft_delete { " AND delete_time IS NULL" } else { "" }
     );
-    Ok(tx.query_opt(&sql, &[&tenant, &id]).await?.is_some())
+    let rows = tx.query(&sql, &[&tenant, &ids]).await?;
+    rows.iter().map(|r| r.try_get(0).map_err(db_error)).collect()
+}
+
+/// Whether `id` names a row of `res` in the tenant (a live one, for
+/// soft-deletable resources). Locks it against concurrent deletion.
+pub async fn exists(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    id: Uuid,
+    agree: Option<(&str, &Value)>,
+) -> Result<bool, Error> {
+    let live = if res.soft_delete { " AND delete_time IS NULL" } else { "" };
+    let rows = match agree {
+        None => {
+            let sql =
+                format!("SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2{live} FOR KEY SHARE", res.table);
+            tx.query_opt(&sql, &[&tenant, &id]).await?
+        }
+        Some((field, value)) => {
+            let col = res.fields[res.index(field)].column;
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2 AND {col} = $3{live} FOR KEY SHARE",
+                res.table
+            );
+            tx.query_opt(&sql, &[&tenant, &id, value]).await?
+        }
+    };
+    Ok(rows.is_some())
 }
 
 /// How many live rows of `child` reference `id` through `column`.
@@ -377,6 +410,16 @@ pub async fn set_deleted(
     decode_row(res, &row)
 }
 
+/// The condition of a declared subset, written as the migration's partial
+/// index predicate is, so the planner can use that index: its values come
+/// from the static declaration (enum names checked by `Resource::check`),
+/// never from a caller.
+fn subset_condition(res: &'static Resource, sub: &Subset) -> String {
+    let col = res.fields[res.index(sub.field)].column;
+    let values: Vec<String> = sub.any_of.iter().map(|v| format!("'{v}'")).collect();
+    format!("{col} IN ({})", values.join(", "))
+}
+
 /// A list request after validation.
 pub struct ListQuery<'a> {
     pub filter: Option<&'a Checked>,
@@ -390,6 +433,7 @@ pub struct ListQuery<'a> {
     /// A parent scope, `column = value` (e.g. the messages of one conversation).
     pub parent: Option<(&'static str, Value)>,
     pub view: View,
+    pub subset: Option<&'static Subset>,
 }
 
 /// The effective sort keys: the caller's, then `id` in the direction of the
@@ -425,6 +469,9 @@ fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<L
     if let Some((column, value)) = &q.parent {
         params.push(value.clone());
         let _ = write!(cond, " AND {column} = ${}", params.len());
+    }
+    if let Some(sub) = q.subset {
+        let _ = write!(cond, " AND {}", subset_condition(res, sub));
     }
     if let Some(checked) = q.filter {
         let sql = filter_sql::emit(checked, &mut params);

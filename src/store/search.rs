@@ -44,13 +44,17 @@ pub struct Hit {
 }
 
 /// `FROM`, the match condition and the score expression of a mode.
-fn ranking(spec: &SearchSpec, mode: Mode) -> (String, String, String) {
-    match mode {
-        Mode::FullText => (
-            format!("websearch_to_tsquery('{}', $2) AS q", spec.config),
-            format!("{} @@ q", spec.vector),
-            format!("ts_rank_cd({}, q, 1)::float8", spec.vector),
-        ),
+fn ranking(spec: &SearchSpec, mode: Mode) -> Result<(String, String, String), Error> {
+    Ok(match mode {
+        Mode::FullText => {
+            let vector =
+                spec.vector.ok_or_else(|| Error::Internal("full-text search without a tsvector".into()))?;
+            (
+                format!("websearch_to_tsquery('{}', $2) AS q", spec.config),
+                format!("{vector} @@ q"),
+                format!("ts_rank_cd({vector}, q, 1)::float8"),
+            )
+        }
         Mode::Fuzzy => {
             // Whole-string similarity (threshold 0.3) for short values, word
             // similarity (0.6) for a query that matches part of a long one.
@@ -72,7 +76,7 @@ fn ranking(spec: &SearchSpec, mode: Mode) -> (String, String, String) {
                 format!("greatest({})::float8", scores.join(", ")),
             )
         }
-    }
+    })
 }
 
 /// Up to `limit + 1` hits, best first.
@@ -83,8 +87,18 @@ pub async fn search(
     q: &SearchQuery<'_>,
 ) -> Result<Vec<Hit>, Error> {
     let spec = res.search.ok_or_else(|| Error::Internal(format!("{} declares no search", res.name)))?;
-    let mut params: Vec<Value> = vec![Value::Uuid(tenant), Value::Text(q.text.to_owned())];
-    let (extra_from, matches, score) = ranking(spec, q.mode);
+    // The query goes through the same normalization as the fuzzy columns
+    // (one short statement: the match below then compares plain values).
+    let text = match (spec.normalize, q.mode) {
+        (Some(f), Mode::Fuzzy) => tx
+            .query_one(&format!("SELECT {f}($1::text)"), &[&q.text])
+            .await?
+            .try_get::<_, String>(0)
+            .map_err(super::db_error)?,
+        _ => q.text.to_owned(),
+    };
+    let mut params: Vec<Value> = vec![Value::Uuid(tenant), Value::Text(text)];
+    let (extra_from, matches, score) = ranking(spec, q.mode)?;
     let snippet = match (spec.snippet, q.mode) {
         (Some(col), Mode::FullText) => format!(
             ", ts_headline('{}', coalesce({col}, ''), q, 'MaxFragments=2, MaxWords=20, MinWords=5') AS snippet",

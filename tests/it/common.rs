@@ -7,7 +7,10 @@ use bi_data::{
     app::{self, Running},
     auth::{Role, TokenKeys},
     config::{Cli, Command, ServeArgs},
-    pb::{audit_service_client::AuditServiceClient, job_service_client::JobServiceClient},
+    pb::{
+        audit_service_client::AuditServiceClient, company_service_client::CompanyServiceClient,
+        job_service_client::JobServiceClient, outreach_service_client::OutreachServiceClient,
+    },
 };
 use clap::Parser;
 use tonic::{Request, transport::Channel};
@@ -110,6 +113,14 @@ impl TestApp {
 
     pub fn jobs(&self) -> JobServiceClient<Channel> {
         JobServiceClient::new(self.channel.clone())
+    }
+
+    pub fn companies(&self) -> CompanyServiceClient<Channel> {
+        CompanyServiceClient::new(self.channel.clone())
+    }
+
+    pub fn outreach(&self) -> OutreachServiceClient<Channel> {
+        OutreachServiceClient::new(self.channel.clone())
     }
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {

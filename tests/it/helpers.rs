@@ -436,16 +436,24 @@ impl TestResource for pb::Job {
         &[Create, Get, List, Update, Delete, Undelete, BatchGet, RequestId, Audit, ShowDeleted];
     const OUTPUT_ONLY: &'static [&'static str] = &["id", "create_time", "update_time", "delete_time", "etag"];
 
-    type Ctx = ();
-    async fn prepare(_: &TestApp, _: &Tenant) {}
+    /// Two companies: samples alternate between them (a job's company is
+    /// optional, so sparse jobs have none).
+    type Ctx = [String; 2];
+    async fn prepare(app: &TestApp, t: &Tenant) -> [String; 2] {
+        let mut ids = [String::new(), String::new()];
+        for (n, id) in ids.iter_mut().enumerate() {
+            *id = app.create::<pb::Company>(t, pb::Company::sample(&(), n)).await.id;
+        }
+        ids
+    }
 
-    fn sample(_: &(), n: usize) -> Self {
+    fn sample(companies: &[String; 2], n: usize) -> Self {
         let i = n as i64;
         let day = 86_400;
         pb::Job {
             title: format!("Sample job {n}"),
             company_name: format!("Company {n}"),
-            company_id: Uuid::from_u128(0xC0DE_0000 + n as u128).to_string(),
+            company_id: companies[n % 2].clone(),
             location: format!("City {n}"),
             salary_min: Some(1000 * (i + 1)),
             salary_max: Some(2000 * (i + 1)),
@@ -470,7 +478,7 @@ impl TestResource for pb::Job {
         }
     }
 
-    fn sparse(_: &(), n: usize) -> Self {
+    fn sparse(_: &[String; 2], n: usize) -> Self {
         pb::Job { title: format!("Sparse job {n}"), company_name: "Sparse".into(), ..Default::default() }
     }
 
@@ -606,9 +614,10 @@ impl TestResource for pb::Application {
     /// Two parent jobs: samples alternate between them.
     type Ctx = [String; 2];
     async fn prepare(app: &TestApp, t: &Tenant) -> [String; 2] {
+        let companies = app.prepare::<pb::Job>(t).await;
         let mut ids = [String::new(), String::new()];
         for (n, id) in ids.iter_mut().enumerate() {
-            *id = app.create::<pb::Job>(t, pb::Job::sample(&(), n)).await.id;
+            *id = app.create::<pb::Job>(t, pb::Job::sample(&companies, n)).await.id;
         }
         ids
     }
@@ -1013,5 +1022,453 @@ impl TestResource for pb::AuditEvent {
         };
         let r = ok(app.audit().list_audit_events(authed(&t.admin, req)).await)?;
         Ok(Page { items: r.audit_events, next_page_token: r.next_page_token, total_size: r.total_size })
+    }
+}
+
+impl TestResource for pb::Company {
+    const ENTITY: &'static str = "company";
+    const SCHEMA: &'static Resource = &bi_data::domain::company::COMPANY;
+    const OPS: &'static [Op] =
+        &[Create, Get, List, Update, Delete, Undelete, BatchGet, RequestId, Audit, ShowDeleted];
+    const OUTPUT_ONLY: &'static [&'static str] =
+        &["id", "master_company_id", "create_time", "update_time", "delete_time", "etag"];
+
+    type Ctx = ();
+    async fn prepare(_: &TestApp, _: &Tenant) {}
+
+    fn sample(_: &(), n: usize) -> Self {
+        let sizes = [pb::CompanySize::Large, pb::CompanySize::Small];
+        pb::Company {
+            name: format!("Sample Company {n}"),
+            website: format!("https://company-{n}.test"),
+            industry: format!("Industry {n}"),
+            size: sizes[n % 2] as i32,
+            location: format!("City {n}"),
+            description: format!("Description {n}"),
+            technology_stack: vec![format!("tech-{n}"), "postgres".into()],
+            pain_points: vec![format!("pain-{n}")],
+            decision_makers: vec![pb::Contact {
+                name: format!("Person {n}"),
+                title: "CTO".into(),
+                email: format!("p{n}@company-{n}.test"),
+                linkedin_url: format!("https://linkedin.test/p{n}"),
+            }],
+            enrichment: structure(serde_json::json!({"tier": format!("t{n}"), "employees": 100 + n})),
+            confidence_score: Some(0.9 - n as f64 / 10.0),
+            research_time: ts(1_760_000_000 - n as i64 * 86_400),
+            ..Default::default()
+        }
+    }
+
+    fn sparse(_: &(), n: usize) -> Self {
+        pb::Company { name: format!("Sparse Company {n}"), ..Default::default() }
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+    fn update_time(&self) -> Option<Timestamp> {
+        self.update_time
+    }
+    fn delete_time(&self) -> Option<Timestamp> {
+        self.delete_time
+    }
+    fn inputs(self) -> Self {
+        pb::Company {
+            id: String::new(),
+            etag: String::new(),
+            master_company_id: String::new(),
+            create_time: None,
+            update_time: None,
+            delete_time: None,
+            ..self
+        }
+    }
+
+    fn filters(c: &Self) -> Vec<FilterCase> {
+        let size = pb::CompanySize::try_from(c.size).unwrap().as_str_name();
+        vec![
+            FilterCase::uuid("id", &c.id),
+            FilterCase::text("name", &c.name),
+            FilterCase::text("website", &c.website),
+            FilterCase::text("industry", &c.industry),
+            FilterCase::enumeration("size", size, "ENTERPRISE"),
+            FilterCase::text("location", &c.location),
+            FilterCase::text("description", &c.description),
+            FilterCase::member("technology_stack", &c.technology_stack[0]),
+            FilterCase::member("pain_points", &c.pain_points[0]),
+            FilterCase::json("enrichment", "tier", &struct_str(&c.enrichment, "tier")),
+            FilterCase::float("confidence_score", c.confidence_score.unwrap()),
+            FilterCase::time("research_time", &c.research_time),
+            FilterCase::null("master_company_id"),
+            FilterCase::time("create_time", &c.create_time),
+            FilterCase::time("update_time", &c.update_time),
+            FilterCase::null("delete_time"),
+        ]
+    }
+
+    fn mutation(c: &Self) -> Mutation<Self> {
+        let name = format!("{} v2", c.name);
+        Mutation {
+            patch: pb::Company {
+                id: c.id.clone(),
+                etag: c.etag.clone(),
+                name: name.clone(),
+                location: "not in the mask".into(),
+                ..Default::default()
+            },
+            mask: &["name"],
+            expected: pb::Company { name, ..c.clone() },
+        }
+    }
+
+    async fn rpc_create(app: &TestApp, t: &Tenant, r: Self, request_id: &str) -> Result<Self, Status> {
+        let req = pb::CreateCompanyRequest { company: Some(r), request_id: request_id.into() };
+        ok(app.companies().create_company(authed(&t.writer, req)).await)
+    }
+    async fn rpc_get(app: &TestApp, t: &Tenant, id: &str) -> Result<Self, Status> {
+        ok(app.companies().get_company(authed(&t.reader, pb::GetCompanyRequest { id: id.into() })).await)
+    }
+    async fn rpc_list(app: &TestApp, t: &Tenant, o: ListOpts) -> Result<Page<Self>, Status> {
+        let req = pb::ListCompaniesRequest {
+            page_size: o.page_size,
+            page_token: o.page_token,
+            filter: o.filter,
+            order_by: o.order_by,
+            show_deleted: o.show_deleted,
+            count: o.count,
+        };
+        let r = ok(app.companies().list_companies(authed(&t.reader, req)).await)?;
+        Ok(Page { items: r.companies, next_page_token: r.next_page_token, total_size: r.total_size })
+    }
+    async fn rpc_update(
+        app: &TestApp,
+        t: &Tenant,
+        r: Self,
+        update_mask: Option<FieldMask>,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req = pb::UpdateCompanyRequest { company: Some(r), update_mask, request_id: request_id.into() };
+        ok(app.companies().update_company(authed(&t.writer, req)).await)
+    }
+    async fn rpc_delete(
+        app: &TestApp,
+        t: &Tenant,
+        id: &str,
+        etag: &str,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req = pb::DeleteCompanyRequest {
+            id: id.into(),
+            etag: etag.into(),
+            request_id: request_id.into(),
+            force: false,
+        };
+        ok(app.companies().delete_company(authed(&t.writer, req)).await)
+    }
+    async fn rpc_undelete(app: &TestApp, t: &Tenant, id: &str, request_id: &str) -> Result<Self, Status> {
+        let req = pb::UndeleteCompanyRequest { id: id.into(), request_id: request_id.into() };
+        ok(app.companies().undelete_company(authed(&t.writer, req)).await)
+    }
+    async fn rpc_batch_get(app: &TestApp, t: &Tenant, ids: Vec<String>) -> Result<Vec<Self>, Status> {
+        let req = pb::BatchGetCompaniesRequest { ids };
+        Ok(ok(app.companies().batch_get_companies(authed(&t.reader, req)).await)?.companies)
+    }
+}
+
+impl TestResource for pb::Opportunity {
+    const ENTITY: &'static str = "opportunity";
+    const SCHEMA: &'static Resource = &bi_data::domain::company::OPPORTUNITY;
+    const OPS: &'static [Op] =
+        &[Create, Get, List, Update, Delete, Undelete, RequestId, Audit, ShowDeleted, Parents];
+    const OUTPUT_ONLY: &'static [&'static str] = &["id", "create_time", "update_time", "delete_time", "etag"];
+
+    /// Two companies: samples alternate between them.
+    type Ctx = [String; 2];
+    async fn prepare(app: &TestApp, t: &Tenant) -> [String; 2] {
+        app.prepare::<pb::Job>(t).await
+    }
+
+    fn sample(companies: &[String; 2], n: usize) -> Self {
+        let complexity = [pb::ImplementationComplexity::High, pb::ImplementationComplexity::Low];
+        let status = [pb::OpportunityStatus::Researched, pb::OpportunityStatus::Pitched];
+        pb::Opportunity {
+            company_id: companies[n % 2].clone(),
+            problem_description: format!("Problem {n}"),
+            solution_approach: format!("Solution {n}"),
+            estimated_value: Some(10_000 * (n as i64 + 1)),
+            implementation_complexity: complexity[n % 2] as i32,
+            confidence_score: Some(0.8 - n as f64 / 10.0),
+            proof_of_concept_created: n.is_multiple_of(2),
+            status: status[n % 2] as i32,
+            ..Default::default()
+        }
+    }
+
+    fn sparse(companies: &[String; 2], n: usize) -> Self {
+        pb::Opportunity {
+            company_id: companies[n % 2].clone(),
+            solution_approach: format!("Sparse solution {n}"),
+            ..Default::default()
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+    fn update_time(&self) -> Option<Timestamp> {
+        self.update_time
+    }
+    fn delete_time(&self) -> Option<Timestamp> {
+        self.delete_time
+    }
+    fn inputs(self) -> Self {
+        pb::Opportunity {
+            id: String::new(),
+            etag: String::new(),
+            create_time: None,
+            update_time: None,
+            delete_time: None,
+            ..self
+        }
+    }
+
+    fn filters(c: &Self) -> Vec<FilterCase> {
+        let complexity =
+            pb::ImplementationComplexity::try_from(c.implementation_complexity).unwrap().as_str_name();
+        let status = pb::OpportunityStatus::try_from(c.status).unwrap().as_str_name();
+        vec![
+            FilterCase::uuid("id", &c.id),
+            FilterCase::uuid("company_id", &c.company_id),
+            FilterCase::text("problem_description", &c.problem_description),
+            FilterCase::text("solution_approach", &c.solution_approach),
+            FilterCase::int("estimated_value", c.estimated_value.unwrap()),
+            FilterCase::enumeration("implementation_complexity", complexity, "MEDIUM"),
+            FilterCase::float("confidence_score", c.confidence_score.unwrap()),
+            FilterCase::boolean("proof_of_concept_created", c.proof_of_concept_created),
+            FilterCase::enumeration("status", status, "ACCEPTED"),
+            FilterCase::time("create_time", &c.create_time),
+            FilterCase::time("update_time", &c.update_time),
+            FilterCase::null("delete_time"),
+        ]
+    }
+
+    fn mutation(c: &Self) -> Mutation<Self> {
+        let solution_approach = format!("{} v2", c.solution_approach);
+        Mutation {
+            patch: pb::Opportunity {
+                id: c.id.clone(),
+                etag: c.etag.clone(),
+                solution_approach: solution_approach.clone(),
+                problem_description: "not in the mask".into(),
+                ..Default::default()
+            },
+            mask: &["solution_approach"],
+            expected: pb::Opportunity { solution_approach, ..c.clone() },
+        }
+    }
+
+    async fn rpc_create(app: &TestApp, t: &Tenant, r: Self, request_id: &str) -> Result<Self, Status> {
+        let req = pb::CreateOpportunityRequest { opportunity: Some(r), request_id: request_id.into() };
+        ok(app.companies().create_opportunity(authed(&t.writer, req)).await)
+    }
+    async fn rpc_get(app: &TestApp, t: &Tenant, id: &str) -> Result<Self, Status> {
+        let req = pb::GetOpportunityRequest { id: id.into() };
+        ok(app.companies().get_opportunity(authed(&t.reader, req)).await)
+    }
+    async fn rpc_list(app: &TestApp, t: &Tenant, o: ListOpts) -> Result<Page<Self>, Status> {
+        let req = pb::ListOpportunitiesRequest {
+            page_size: o.page_size,
+            page_token: o.page_token,
+            filter: o.filter,
+            order_by: o.order_by,
+            show_deleted: o.show_deleted,
+            count: o.count,
+        };
+        let r = ok(app.companies().list_opportunities(authed(&t.reader, req)).await)?;
+        Ok(Page { items: r.opportunities, next_page_token: r.next_page_token, total_size: r.total_size })
+    }
+    async fn rpc_update(
+        app: &TestApp,
+        t: &Tenant,
+        r: Self,
+        update_mask: Option<FieldMask>,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req =
+            pb::UpdateOpportunityRequest { opportunity: Some(r), update_mask, request_id: request_id.into() };
+        ok(app.companies().update_opportunity(authed(&t.writer, req)).await)
+    }
+    async fn rpc_delete(
+        app: &TestApp,
+        t: &Tenant,
+        id: &str,
+        etag: &str,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req = pb::DeleteOpportunityRequest {
+            id: id.into(),
+            etag: etag.into(),
+            request_id: request_id.into(),
+            force: false,
+        };
+        ok(app.companies().delete_opportunity(authed(&t.writer, req)).await)
+    }
+    async fn rpc_undelete(app: &TestApp, t: &Tenant, id: &str, request_id: &str) -> Result<Self, Status> {
+        let req = pb::UndeleteOpportunityRequest { id: id.into(), request_id: request_id.into() };
+        ok(app.companies().undelete_opportunity(authed(&t.writer, req)).await)
+    }
+}
+
+impl TestResource for pb::Campaign {
+    const ENTITY: &'static str = "campaign";
+    const SCHEMA: &'static Resource = &bi_data::domain::outreach::CAMPAIGN;
+    const OPS: &'static [Op] =
+        &[Create, Get, List, Update, Delete, Undelete, RequestId, Audit, ShowDeleted, Parents];
+    const OUTPUT_ONLY: &'static [&'static str] =
+        &["id", "status", "create_time", "update_time", "delete_time", "etag"];
+
+    /// Two (company, opportunity of that company) pairs: samples alternate.
+    type Ctx = [(String, String); 2];
+    async fn prepare(app: &TestApp, t: &Tenant) -> [(String, String); 2] {
+        let companies = app.prepare::<pb::Opportunity>(t).await;
+        let mut out = [(String::new(), String::new()), (String::new(), String::new())];
+        for (n, pair) in out.iter_mut().enumerate() {
+            let o = app.create::<pb::Opportunity>(t, pb::Opportunity::sample(&companies, n)).await;
+            *pair = (o.company_id, o.id);
+        }
+        out
+    }
+
+    fn sample(ctx: &[(String, String); 2], n: usize) -> Self {
+        let (i, day) = (n as i64, 86_400);
+        let methods = [pb::ContactMethod::Linkedin, pb::ContactMethod::Phone];
+        pb::Campaign {
+            company_id: ctx[n % 2].0.clone(),
+            opportunity_id: ctx[n % 2].1.clone(),
+            contact_method: methods[n % 2] as i32,
+            contact_person: format!("Person {n}"),
+            message_content: format!("Message {n}"),
+            sent_time: ts(1_760_000_000 - i * day),
+            response_time: ts(1_760_500_000 - i * day),
+            follow_up_time: ts(1_761_000_000 - i * day),
+            notes: format!("Notes {n}"),
+            ..Default::default()
+        }
+    }
+
+    fn sparse(ctx: &[(String, String); 2], n: usize) -> Self {
+        pb::Campaign { company_id: ctx[n % 2].0.clone(), ..Default::default() }
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+    fn update_time(&self) -> Option<Timestamp> {
+        self.update_time
+    }
+    fn delete_time(&self) -> Option<Timestamp> {
+        self.delete_time
+    }
+    fn inputs(self) -> Self {
+        pb::Campaign {
+            id: String::new(),
+            etag: String::new(),
+            status: 0,
+            create_time: None,
+            update_time: None,
+            delete_time: None,
+            ..self
+        }
+    }
+
+    fn filters(c: &Self) -> Vec<FilterCase> {
+        let method = pb::ContactMethod::try_from(c.contact_method).unwrap().as_str_name();
+        vec![
+            FilterCase::uuid("id", &c.id),
+            FilterCase::uuid("company_id", &c.company_id),
+            FilterCase::uuid("opportunity_id", &c.opportunity_id),
+            FilterCase::enumeration("contact_method", method, "EMAIL"),
+            FilterCase::text("contact_person", &c.contact_person),
+            FilterCase::text("message_content", &c.message_content),
+            // Every new campaign is a DRAFT.
+            FilterCase::enumeration("status", "DRAFT", "INTERESTED").loose(),
+            FilterCase::time("sent_time", &c.sent_time),
+            FilterCase::time("response_time", &c.response_time),
+            FilterCase::time("follow_up_time", &c.follow_up_time),
+            FilterCase::text("notes", &c.notes),
+            FilterCase::time("create_time", &c.create_time),
+            FilterCase::time("update_time", &c.update_time),
+            FilterCase::null("delete_time"),
+        ]
+    }
+
+    fn mutation(c: &Self) -> Mutation<Self> {
+        let notes = format!("{} v2", c.notes);
+        Mutation {
+            patch: pb::Campaign {
+                id: c.id.clone(),
+                etag: c.etag.clone(),
+                notes: notes.clone(),
+                contact_person: "not in the mask".into(),
+                ..Default::default()
+            },
+            mask: &["notes"],
+            expected: pb::Campaign { notes, ..c.clone() },
+        }
+    }
+
+    async fn rpc_create(app: &TestApp, t: &Tenant, r: Self, request_id: &str) -> Result<Self, Status> {
+        let req = pb::CreateCampaignRequest { campaign: Some(r), request_id: request_id.into() };
+        ok(app.outreach().create_campaign(authed(&t.writer, req)).await)
+    }
+    async fn rpc_get(app: &TestApp, t: &Tenant, id: &str) -> Result<Self, Status> {
+        ok(app.outreach().get_campaign(authed(&t.reader, pb::GetCampaignRequest { id: id.into() })).await)
+    }
+    async fn rpc_list(app: &TestApp, t: &Tenant, o: ListOpts) -> Result<Page<Self>, Status> {
+        let req = pb::ListCampaignsRequest {
+            page_size: o.page_size,
+            page_token: o.page_token,
+            filter: o.filter,
+            order_by: o.order_by,
+            show_deleted: o.show_deleted,
+            count: o.count,
+        };
+        let r = ok(app.outreach().list_campaigns(authed(&t.reader, req)).await)?;
+        Ok(Page { items: r.campaigns, next_page_token: r.next_page_token, total_size: r.total_size })
+    }
+    async fn rpc_update(
+        app: &TestApp,
+        t: &Tenant,
+        r: Self,
+        update_mask: Option<FieldMask>,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req = pb::UpdateCampaignRequest { campaign: Some(r), update_mask, request_id: request_id.into() };
+        ok(app.outreach().update_campaign(authed(&t.writer, req)).await)
+    }
+    async fn rpc_delete(
+        app: &TestApp,
+        t: &Tenant,
+        id: &str,
+        etag: &str,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req =
+            pb::DeleteCampaignRequest { id: id.into(), etag: etag.into(), request_id: request_id.into() };
+        ok(app.outreach().delete_campaign(authed(&t.writer, req)).await)
+    }
+    async fn rpc_undelete(app: &TestApp, t: &Tenant, id: &str, request_id: &str) -> Result<Self, Status> {
+        let req = pb::UndeleteCampaignRequest { id: id.into(), request_id: request_id.into() };
+        ok(app.outreach().undelete_campaign(authed(&t.writer, req)).await)
     }
 }

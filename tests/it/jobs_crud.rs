@@ -22,7 +22,6 @@ fn full_job() -> pb::Job {
     pb::Job {
         title: "Senior Rust Engineer".into(),
         company_name: "Acme Analytics".into(),
-        company_id: uuid::Uuid::new_v4().to_string(),
         location: "Berlin".into(),
         salary_min: Some(90_000),
         salary_max: Some(120_000),

@@ -14,6 +14,7 @@ use bi_data::{
     domain::{
         application::APPLICATION,
         audit::Action,
+        company::COMPANY,
         job::JOB,
         record::Record,
         schema::{Child, Counter, Field, OnDelete, Resource, Sequence, Transitions},
@@ -133,45 +134,56 @@ async fn restrict_refuses_a_delete_that_would_orphan_live_children() {
         .create(&s, &APPLICATION, draft(&APPLICATION, &[("job_id", Value::Uuid(job.id()))]), "")
         .await
         .expect("application");
-    let err = svc.set_deleted(&s, res, &job.id().to_string(), "", true, "").await.expect_err("refused");
+    let err =
+        svc.set_deleted(&s, res, &job.id().to_string(), "", true, false, "").await.expect_err("refused");
     assert!(matches!(err, Error::FailedPrecondition { reason: "HAS_CHILDREN", .. }), "{err:?}");
     assert!(
         svc.get(&s, res, &job.id().to_string(), View::Full).await.unwrap().get(res, "delete_time").is_null()
     );
-    // Once the child is gone (here: its parent moved by a merge), the delete goes through.
-    let other = new_job(&svc, &s, &JOB, "Other").await;
-    svc.merge(&s, &JOB, other.id(), job.id(), "", |into, _| Ok(into.values.clone())).await.expect("merge");
-    let moved = svc.get(&s, &APPLICATION, &app.id().to_string(), View::Full).await.unwrap();
-    assert_eq!(moved.get(&APPLICATION, "job_id"), &Value::Uuid(other.id()));
+    // Forced, the delete takes the child along; the undelete brings it back.
+    svc.set_deleted(&s, res, &job.id().to_string(), "", true, true, "").await.expect("forced delete");
+    let child = svc.get(&s, &APPLICATION, &app.id().to_string(), View::Full).await.unwrap();
+    assert!(!child.get(&APPLICATION, "delete_time").is_null(), "the forced delete took the child");
+    svc.set_deleted(&s, res, &job.id().to_string(), "", false, false, "").await.expect("undelete");
+    let child = svc.get(&s, &APPLICATION, &app.id().to_string(), View::Full).await.unwrap();
+    assert!(child.get(&APPLICATION, "delete_time").is_null(), "the undelete restored it");
+}
+
+async fn new_company(svc: &Service, s: &Scope, name: &str) -> Record {
+    svc.create(s, &COMPANY, draft(&COMPANY, &[("name", text(name))]), "").await.expect("company")
 }
 
 #[tokio::test]
 async fn merge_reassigns_children_deletes_the_merged_record_and_audits_it() {
     let (_app, svc) = service().await;
     let s = scope();
-    let (into, from) = (new_job(&svc, &s, &JOB, "Survivor").await, new_job(&svc, &s, &JOB, "Merged").await);
-    for _ in 0..2 {
-        svc.create(&s, &APPLICATION, draft(&APPLICATION, &[("job_id", Value::Uuid(from.id()))]), "")
-            .await
-            .expect("application");
+    let (into, from) = (new_company(&svc, &s, "Survivor").await, new_company(&svc, &s, "Merged").await);
+    for i in 0..2 {
+        let d = draft(
+            &JOB,
+            &[
+                ("title", text(&format!("j{i}"))),
+                ("company_name", text("Merged")),
+                ("company_id", Value::Uuid(from.id())),
+            ],
+        );
+        svc.create(&s, &JOB, d, "").await.expect("job");
     }
     let merged = svc
-        .merge(&s, &JOB, into.id(), from.id(), "merge-1", |into, from| {
-            Ok(with(&JOB, into, "description", text(&format!("merged from {}", from.id()))))
-        })
+        .merge(&s, &COMPANY, &into.id().to_string(), &[from.id().to_string()], "merge-1")
         .await
         .expect("merge");
-    assert_eq!(merged.get(&JOB, "description"), &text(&format!("merged from {}", from.id())));
-    let filter = format!("job_id = \"{}\"", into.id());
-    let apps = svc.list(&s, &APPLICATION, ListArgs { filter: &filter, ..ListArgs::default() }).await.unwrap();
-    assert_eq!(apps.items.len(), 2, "both applications follow the survivor");
-    let gone = svc.get(&s, &JOB, &from.id().to_string(), View::Full).await.unwrap();
-    assert!(!gone.get(&JOB, "delete_time").is_null(), "the merged job is soft-deleted");
+    let filter = format!("company_id = \"{}\"", into.id());
+    let jobs = svc.list(&s, &JOB, ListArgs { filter: &filter, ..ListArgs::default() }).await.unwrap();
+    assert_eq!(jobs.items.len(), 2, "both jobs follow the survivor");
+    let gone = svc.get(&s, &COMPANY, &from.id().to_string(), View::Full).await.unwrap();
+    assert!(!gone.get(&COMPANY, "delete_time").is_null(), "the merged company is soft-deleted");
+    assert_eq!(gone.get(&COMPANY, "master_company_id"), &Value::Uuid(into.id()));
     let events = svc
         .list(
             &s,
             &bi_data::domain::audit::AUDIT_EVENT,
-            ListArgs { filter: &format!("entity_id = \"{}\"", from.id()), ..ListArgs::default() },
+            ListArgs { filter: &format!("entity_id = \"{}\"", into.id()), ..ListArgs::default() },
         )
         .await
         .unwrap();
@@ -180,10 +192,10 @@ async fn merge_reassigns_children_deletes_the_merged_record_and_audits_it() {
     assert!(actions.contains(&&text(Action::Merge.as_str())), "{actions:?}");
     // The same request id replays the first answer.
     let again =
-        svc.merge(&s, &JOB, into.id(), from.id(), "merge-1", |_, _| panic!("replayed")).await.unwrap();
+        svc.merge(&s, &COMPANY, &into.id().to_string(), &[from.id().to_string()], "merge-1").await.unwrap();
     assert_eq!(again, merged);
     assert!(matches!(
-        svc.merge(&s, &JOB, into.id(), into.id(), "", |a, _| Ok(a.values.clone())).await,
+        svc.merge(&s, &COMPANY, &into.id().to_string(), &[into.id().to_string()], "").await,
         Err(Error::InvalidArgument(_))
     ));
 }
@@ -194,7 +206,7 @@ async fn ordered_appends_number_children_without_gaps_under_concurrency() {
     let res = variant(|r| r.sequence = Some(&SEQ));
     let (_app, svc) = service().await;
     let s = scope();
-    let parent = Value::Uuid(Uuid::new_v4());
+    let parent = Value::Uuid(new_company(&svc, &s, "Parent").await.id());
     let appends = (0..16).map(|i| {
         let (svc, s, parent) = (svc.clone(), s.clone(), parent.clone());
         tokio::spawn(async move {
@@ -214,10 +226,8 @@ async fn ordered_appends_number_children_without_gaps_under_concurrency() {
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=16).collect::<Vec<_>>(), "one number each, no gap, no duplicate");
     // Another parent starts at 1.
-    let other = draft(
-        res,
-        &[("title", text("x")), ("company_name", text("c")), ("company_id", Value::Uuid(Uuid::new_v4()))],
-    );
+    let second = Value::Uuid(new_company(&svc, &s, "Second").await.id());
+    let other = draft(res, &[("title", text("x")), ("company_name", text("c")), ("company_id", second)]);
     assert_eq!(svc.create(&s, res, other, "").await.unwrap().get(res, "salary_min"), &Value::Int(1));
 }
 
@@ -400,7 +410,7 @@ async fn the_cache_seam_is_filled_on_reads_and_told_every_changed_row_after_comm
     svc.get(&s, &JOB, &job.id().to_string(), View::Full).await.unwrap();
     assert_eq!(*cache.filled.lock().unwrap(), vec![job.id()]);
     cache.invalidated.lock().unwrap().clear();
-    svc.set_deleted(&s, &JOB, &job.id().to_string(), "", true, "").await.unwrap();
+    svc.set_deleted(&s, &JOB, &job.id().to_string(), "", true, false, "").await.unwrap();
     let told = cache.invalidated.lock().unwrap().clone();
     assert!(told.contains(&("job".into(), job.id())), "{told:?}");
     assert!(told.contains(&("application".into(), app.id())), "the cascaded child too: {told:?}");
@@ -410,10 +420,11 @@ async fn the_cache_seam_is_filled_on_reads_and_told_every_changed_row_after_comm
 async fn search_is_declared_per_resource_with_snippets_where_declared() {
     use bi_data::{domain::schema::SearchSpec, service::SearchArgs};
     static SPEC: SearchSpec = SearchSpec {
-        vector: "search_vector",
+        vector: Some("search_vector"),
         config: "english",
         fuzzy: &["title"],
         snippet: Some("description"),
+        normalize: None,
     };
     let res = variant(|r| r.search = Some(&SPEC));
     let (_app, svc) = service().await;
