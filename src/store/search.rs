@@ -64,11 +64,12 @@ fn ranking(spec: &SearchSpec, mode: Mode) -> Result<(String, String, String), Er
                 .map(|c| format!("{c} % $2"))
                 .chain(spec.fuzzy.iter().map(|c| format!("$2 <% {c}")))
                 .collect();
+            // Per column, the mean of both: a query that is a word of a
+            // longer value ranks below a value it matches whole.
             let scores: Vec<String> = spec
                 .fuzzy
                 .iter()
-                .map(|c| format!("similarity({c}, $2)"))
-                .chain(spec.fuzzy.iter().map(|c| format!("word_similarity($2, {c})")))
+                .map(|c| format!("(similarity({c}, $2) + word_similarity($2, {c})) / 2"))
                 .collect();
             (
                 String::new(),

@@ -101,7 +101,7 @@ fn at(t: Option<prost_types::Timestamp>) -> (i64, i32) {
     t.map(|t| (t.seconds, t.nanos)).expect("timestamp set")
 }
 
-fn assert_status(e: &tonic::Status, code: Code, why: &str) {
+pub fn assert_status(e: &tonic::Status, code: Code, why: &str) {
     assert_eq!(e.code(), code, "{why}: {e:?}");
 }
 

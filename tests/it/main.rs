@@ -2,6 +2,7 @@
 //! its own server on port 0 and uses fresh tenants, so tests run in parallel.
 
 mod common;
+mod companies;
 mod conformance;
 mod helpers;
 mod jobs_crud;
