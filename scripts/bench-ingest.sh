@@ -36,8 +36,7 @@ BI_DATA_EXTRA_DBS=$DB stage "dev-env" bash "$ROOT/scripts/dev-env.sh" --no-tools
 source "$ROOT/scripts/env.sh"
 URL="postgres://bi_data_owner:bi_data@127.0.0.1:5432/$DB"
 # Start from an empty jobs table every run.
-psql -q "$URL" -c "DROP TABLE IF EXISTS employer_responses, applications, jobs, ingest_runs, idempotency_keys, audit_events, refinery_schema_history CASCADE" \
-    -c "DROP FUNCTION IF EXISTS app_tenant(), bi_keywords_text(text[]) CASCADE" >/dev/null
+psql -q "$URL" -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public" >/dev/null
 
 stage "cargo build --release" cargo build --release --locked --bin bi-data --bench ingest
 export JWT_SECRET=bench-secret-not-for-production
