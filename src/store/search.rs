@@ -55,6 +55,17 @@ fn ranking(spec: &SearchSpec, mode: Mode) -> Result<(String, String, String), Er
                 format!("ts_rank_cd({vector}, q, 1)::float8"),
             )
         }
+        // Trigram-only search matches the whole normalized key: one `%`
+        // condition per column (one GIN bitmap scan), scored by similarity.
+        Mode::Fuzzy if spec.vector.is_none() => {
+            let matches: Vec<String> = spec.fuzzy.iter().map(|c| format!("{c} % $2")).collect();
+            let scores: Vec<String> = spec.fuzzy.iter().map(|c| format!("similarity({c}, $2)")).collect();
+            (
+                String::new(),
+                format!("({})", matches.join(" OR ")),
+                format!("greatest({})::float8", scores.join(", ")),
+            )
+        }
         Mode::Fuzzy => {
             // Whole-string similarity (threshold 0.3) for short values, word
             // similarity (0.6) for a query that matches part of a long one.
