@@ -31,12 +31,12 @@ while (($#)); do
 done
 
 DB=bi_data_bench_ingest
+# Every run starts from an empty database (dev-env.sh creates it again).
+psql -q "postgres://bi_data_owner:bi_data@127.0.0.1:5432/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 BI_DATA_EXTRA_DBS=$DB stage "dev-env" bash "$ROOT/scripts/dev-env.sh" --no-tools
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 URL="postgres://bi_data_owner:bi_data@127.0.0.1:5432/$DB"
-# Start from an empty jobs table every run.
-psql -q "$URL" -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public" >/dev/null
 
 stage "cargo build --release" cargo build --release --locked --bin bi-data --bench ingest
 export JWT_SECRET=bench-secret-not-for-production

@@ -235,9 +235,10 @@ for db in "${DATABASES[@]}"; do
     # the public schema is owned by pg_database_owner, so the database owner
     # may already create in it; grant explicitly only where it may not (a
     # database restored or upgraded from an older major version).
+    psql_super "$db" -q -f "$ROOT/deploy/postgres/superuser.sql" </dev/null >/dev/null ||
+        die "deploy/postgres/superuser.sql failed in $db"
     psql_super "$db" <<SQL
 SET client_min_messages = warning;
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
 SELECT 'GRANT USAGE, CREATE ON SCHEMA public TO $DB_OWNER'
  WHERE NOT has_schema_privilege('$DB_OWNER', 'public', 'CREATE')
 \gexec

@@ -97,6 +97,34 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// Says once at start when fuzzy name search cannot use its index (the
+/// trigram operator is not LEAKPROOF: deploy/postgres/superuser.sql).
+async fn warn_if_trigram_match_is_not_indexable(store: &Store) {
+    let scope = crate::store::Scope {
+        tenant: uuid::Uuid::nil(),
+        actor: "startup".into(),
+        request_id: None,
+        trace_id: None,
+        timeout: Duration::from_secs(5),
+        deadline: None,
+        rpc: None,
+    };
+    let check = async {
+        let tx = store.begin_read(&scope).await?;
+        let ok = crate::store::search::trigram_match_indexable(&tx).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(ok)
+    };
+    match check.await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "similarity_op is not LEAKPROOF: under row-level security SearchCompanies cannot use its \
+             trigram index and scans every company; run deploy/postgres/superuser.sql as a superuser"
+        ),
+        Err(e) => tracing::debug!(error = %e, "could not check similarity_op"),
+    }
+}
+
 /// Brings the schema up to date (or checks it is), retrying until the
 /// database answers, then probes it forever, flipping health accordingly.
 async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
@@ -120,6 +148,7 @@ async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
         tokio::time::sleep(HEALTH_EVERY).await;
     }
     tracing::info!(schema_version = latest, "schema ready");
+    warn_if_trigram_match_is_not_indexable(&store).await;
     let mut serving = None;
     loop {
         let up = store.ping(Duration::from_secs(2)).await;

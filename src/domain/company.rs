@@ -57,6 +57,7 @@ pub static COMPANY: Resource = Resource {
         fuzzy: &["name_key"],
         snippet: None,
         normalize: Some("bi_company_key"),
+        threshold: Some(0.5),
     }),
     merge: Some(&MergeSpec {
         master: "master_company_id",

@@ -75,6 +75,7 @@ pub static JOB: Resource = Resource {
         fuzzy: &["title", "company_name"],
         snippet: None,
         normalize: None,
+        threshold: None,
     }),
     // An import keeps the caller's own pipeline state of an existing job.
     import: Some(&ImportSpec { key: "job_url", keep_on_update: &["status", "discovered_time"] }),

@@ -221,6 +221,10 @@ pub struct SearchSpec {
     /// trigram match, the one that computed the fuzzy columns: e.g. a
     /// company name's matching key.
     pub normalize: Option<&'static str>,
+    /// Trigram similarity a fuzzy match needs (pg_trgm's default 0.3 when
+    /// `None`); higher for short normalized keys, where shared common words
+    /// would otherwise match thousands of rows.
+    pub threshold: Option<f64>,
     /// Column a `ts_headline` snippet is cut from, if the resource has one.
     pub snippet: Option<&'static str>,
 }

@@ -109,6 +109,10 @@ pub async fn search(
             .map_err(super::db_error)?,
         _ => q.text.to_owned(),
     };
+    if let (Some(t), Mode::Fuzzy) = (spec.threshold, q.mode) {
+        // For this transaction only.
+        tx.query(include_str!("sql/trigram_threshold.sql").trim_ascii_end(), &[&t.to_string()]).await?;
+    }
     let mut params: Vec<Value> = vec![Value::Uuid(tenant), Value::Text(text)];
     let (extra_from, matches, score) = ranking(spec, q.mode)?;
     let snippet = match (spec.snippet, q.mode) {
@@ -149,4 +153,11 @@ pub async fn search(
             })
         })
         .collect()
+}
+
+/// Whether the trigram match operator may be an index condition under
+/// row-level security (deploy/postgres/superuser.sql marks it LEAKPROOF).
+pub async fn trigram_match_indexable(tx: &Tx) -> Result<bool, Error> {
+    let row = tx.query_opt(include_str!("sql/trigram_leakproof.sql").trim_ascii_end(), &[]).await?;
+    Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
 }

@@ -427,6 +427,24 @@ impl TestApp {
 
 // ---------------------------------------------------------------- resources
 
+/// `id`, `etag`, `update_time` and `delete_time` of a message that has them.
+macro_rules! soft_deletable_accessors {
+    () => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn etag(&self) -> &str {
+            &self.etag
+        }
+        fn update_time(&self) -> Option<Timestamp> {
+            self.update_time
+        }
+        fn delete_time(&self) -> Option<Timestamp> {
+            self.delete_time
+        }
+    };
+}
+
 use Op::*;
 
 impl TestResource for pb::Job {
@@ -482,18 +500,7 @@ impl TestResource for pb::Job {
         pb::Job { title: format!("Sparse job {n}"), company_name: "Sparse".into(), ..Default::default() }
     }
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn update_time(&self) -> Option<Timestamp> {
-        self.update_time
-    }
-    fn delete_time(&self) -> Option<Timestamp> {
-        self.delete_time
-    }
+    soft_deletable_accessors!();
     fn inputs(self) -> Self {
         pb::Job {
             id: String::new(),
@@ -645,18 +652,7 @@ impl TestResource for pb::Application {
         pb::Application { job_id: jobs[n % 2].clone(), ..Default::default() }
     }
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn update_time(&self) -> Option<Timestamp> {
-        self.update_time
-    }
-    fn delete_time(&self) -> Option<Timestamp> {
-        self.delete_time
-    }
+    soft_deletable_accessors!();
     fn inputs(self) -> Self {
         pb::Application {
             id: String::new(),
@@ -1064,18 +1060,7 @@ impl TestResource for pb::Company {
         pb::Company { name: format!("Sparse Company {n}"), ..Default::default() }
     }
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn update_time(&self) -> Option<Timestamp> {
-        self.update_time
-    }
-    fn delete_time(&self) -> Option<Timestamp> {
-        self.delete_time
-    }
+    soft_deletable_accessors!();
     fn inputs(self) -> Self {
         pb::Company {
             id: String::new(),
@@ -1216,18 +1201,7 @@ impl TestResource for pb::Opportunity {
         }
     }
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn update_time(&self) -> Option<Timestamp> {
-        self.update_time
-    }
-    fn delete_time(&self) -> Option<Timestamp> {
-        self.delete_time
-    }
+    soft_deletable_accessors!();
     fn inputs(self) -> Self {
         pb::Opportunity {
             id: String::new(),
@@ -1367,18 +1341,7 @@ impl TestResource for pb::Campaign {
         pb::Campaign { company_id: ctx[n % 2].0.clone(), ..Default::default() }
     }
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn etag(&self) -> &str {
-        &self.etag
-    }
-    fn update_time(&self) -> Option<Timestamp> {
-        self.update_time
-    }
-    fn delete_time(&self) -> Option<Timestamp> {
-        self.delete_time
-    }
+    soft_deletable_accessors!();
     fn inputs(self) -> Self {
         pb::Campaign {
             id: String::new(),

@@ -425,6 +425,7 @@ async fn search_is_declared_per_resource_with_snippets_where_declared() {
         fuzzy: &["title"],
         snippet: Some("description"),
         normalize: None,
+        threshold: None,
     };
     let res = variant(|r| r.search = Some(&SPEC));
     let (_app, svc) = service().await;

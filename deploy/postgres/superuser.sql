@@ -1,0 +1,15 @@
+-- One-time set-up of a bi-data database by a superuser (or the DBA), before
+-- `bi-data migrate`. scripts/dev-env.sh runs it for every local database.
+--
+-- 1. pg_trgm, so migrations (run as the database owner) never create it.
+-- 2. The trigram match operator marked LEAKPROOF. Under row-level security
+--    PostgreSQL evaluates a caller's condition only after the tenant policy
+--    unless its function is leakproof, so it can never be an index
+--    condition: without this, SearchCompanies (name_key % $q) scans every
+--    company of every tenant. similarity_op compares two texts and returns
+--    a boolean; it raises no error that depends on the data, which is what
+--    LEAKPROOF asserts. Only a superuser may set it; the service works
+--    without it, only slower, and says so once at start.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+ALTER FUNCTION similarity_op(text, text) LEAKPROOF;
