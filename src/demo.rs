@@ -487,6 +487,8 @@ pub fn company_count(jobs: usize) -> usize {
 /// whether it is the group's best-researched spelling.
 struct DemoCompany {
     name: String,
+    /// Web domain (the same for every spelling of a company).
+    domain: String,
     group: Option<usize>,
     canonical: bool,
 }
@@ -499,7 +501,8 @@ fn demo_companies(n: usize, r: &mut Lcg) -> Vec<DemoCompany> {
     let mut out = Vec::with_capacity(n);
     for (g, names) in DUPLICATES.iter().take(groups).enumerate() {
         for (k, name) in names.iter().enumerate() {
-            out.push(DemoCompany { name: (*name).to_owned(), group: Some(g), canonical: k == 0 });
+            let domain = format!("{}.example", slug(names[0]));
+            out.push(DemoCompany { name: (*name).to_owned(), domain, group: Some(g), canonical: k == 0 });
         }
     }
     let combos = NAME_HEAD.len() * NAME_TAIL.len();
@@ -511,15 +514,15 @@ fn demo_companies(n: usize, r: &mut Lcg) -> Vec<DemoCompany> {
         let (head, tail) = (NAME_HEAD[c % NAME_HEAD.len()], NAME_TAIL[c / NAME_HEAD.len()]);
         let legal = r.pick(LEGAL);
         let name = if legal.is_empty() { format!("{head} {tail}") } else { format!("{head} {tail} {legal}") };
-        out.push(DemoCompany { name, group: None, canonical: false });
+        let domain = format!("{}.example", slug(&format!("{head} {tail}")));
+        out.push(DemoCompany { name, domain, group: None, canonical: false });
     }
     out
 }
 
 fn demo_company(c: &DemoCompany, r: &mut Lcg, now: i64) -> Vec<Value> {
     let text = |s: String| Value::Text(s);
-    let base = DUPLICATES.get(c.group.unwrap_or(usize::MAX)).map_or(c.name.as_str(), |g| g[0]);
-    let domain = format!("{}.example", slug(base));
+    let domain = &c.domain;
     let researched = c.group.is_none() || c.canonical;
     let mut values = vec![Value::Null; COMPANY.fields.len()];
     let mut v = Fields::new(&COMPANY, &mut values);
@@ -537,11 +540,7 @@ fn demo_company(c: &DemoCompany, r: &mut Lcg, now: i64) -> Vec<Value> {
         text(format!("{} serves {} customers. Notes: {}.", c.name, industry.to_lowercase(), words.join(" "))),
     );
     let set = |r: &mut Lcg, xs: &[&str], n: usize| -> Vec<String> {
-        (0..n)
-            .map(|_| r.pick(xs).to_lowercase())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect()
+        (0..n).map(|_| r.pick(xs).to_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
     };
     let n_tech = 2 + (r.next() % 4) as usize;
     v.set("technology_stack", Value::TextArray(set(r, KEYWORDS, n_tech)));
@@ -737,23 +736,33 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let groups = plan.iter().filter(|c| c.canonical).count();
 
     // Jobs, posted by those companies under the names the companies have:
-    // 15 % by a near-duplicate spelling, the rest skewed towards the first
-    // companies (a few hire a lot).
-    let unique = &plan[duplicates..];
-    let job_company = |i: usize| -> &str {
+    // 15 % by a near-duplicate spelling (half of those already linked to
+    // that spelling's record, as a scraper that researched it would: a merge
+    // moves them), the rest skewed towards the first companies (a few hire
+    // a lot) and linked by name below.
+    let unique = duplicates..plan.len();
+    let job = |i: usize| -> Vec<Value> {
         let mut r = Lcg(seed ^ 0x10B5 ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        if duplicates > 0 && (r.next() % 100 < 15 || unique.is_empty()) {
-            &plan[(r.next() as usize) % duplicates].name
+        let dup = duplicates > 0 && (r.next() % 100 < 15 || unique.is_empty());
+        let k = if dup {
+            (r.next() as usize) % duplicates
         } else {
             let u = r.unit();
-            &unique[((u * u * unique.len() as f64) as usize).min(unique.len() - 1)].name
+            unique.start + ((u * u * unique.len() as f64) as usize).min(unique.len() - 1)
+        };
+        let mut values = demo_job_at(i, seed, now, Some(&plan[k].name));
+        if dup && r.next().is_multiple_of(2) {
+            values[JOB.index("company_id")] = Value::Uuid(companies[k].id());
         }
+        values
     };
-    let mut created = 0;
+    let (mut created, mut direct) = (0, 0);
+    let company_i = JOB.index("company_id");
     while created < args.jobs {
         let n = (args.jobs - created).min(MAX_BATCH);
-        let items =
-            (created..created + n).map(|i| item(demo_job_at(i, seed, now, Some(job_company(i))))).collect();
+        let rows: Vec<Vec<Value>> = (created..created + n).map(job).collect();
+        direct += rows.iter().filter(|v| !v[company_i].is_null()).count();
+        let items = rows.into_iter().map(item).collect();
         svc.batch_create(&scope, &JOB, items, "").await?;
         created += n;
     }
@@ -881,8 +890,10 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         DUPLICATES[0]
     );
     println!(
-        "jobs_linked={} jobs_ambiguous={} (their company name matches several companies: merge them, then LinkJobsToCompanies)",
-        linked.linked, linked.ambiguous
+        "jobs_linked={} (by name {}, at creation {direct}) jobs_unlinked={} (ambiguous: their company name matches several companies; merge them, then LinkJobsToCompanies)",
+        linked.linked as usize + direct,
+        linked.linked,
+        linked.ambiguous
     );
     println!("opportunities={} {}", opportunities.len(), tally(OPPORTUNITY_STATUS.values, &opp_status));
     println!("campaigns={} {}", finished.len(), tally(CAMPAIGN_STATUS.values, &camp_status));
