@@ -653,10 +653,8 @@ fn plan_campaign(
     v.set(
         "message_content",
         text(format!(
-            "Hi {}, we noticed {name} may be dealing with this: {}. We built {} for teams like yours. Worth a 20-minute call?",
-            person.as_deref().unwrap_or("there"),
-            problem.to_lowercase(),
-            solution.to_lowercase()
+            "Hi {}, we noticed at {name}: {problem}. {solution} solved it for teams like yours. Worth a 20-minute call?",
+            person.as_deref().and_then(|p| p.split(' ').next()).unwrap_or("there"),
         )),
     );
     // Sent between 2 and 45 days ago; each later event within 4 days, never
