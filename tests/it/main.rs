@@ -11,6 +11,7 @@ mod observability;
 mod ops;
 mod otlp;
 mod pipeline;
+mod python_lifecycle;
 mod scale;
 mod service;
 mod tenancy_auth;
