@@ -698,13 +698,24 @@ async fn create_all(
     Ok(out)
 }
 
-/// `name=n` pairs of a status tally, in the enum's order.
-fn tally(values: &[&str], seen: &[&str]) -> String {
-    values
-        .iter()
-        .map(|s| format!("{s}={}", seen.iter().filter(|x| *x == s).count()))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// What [`load`] created.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub jobs: usize,
+    pub companies: usize,
+    /// Companies in near-duplicate groups, and the number of groups.
+    pub near_duplicates: usize,
+    pub duplicate_groups: usize,
+    pub jobs_linked_by_name: usize,
+    pub jobs_linked_at_creation: usize,
+    /// Jobs left unlinked: their name matches several companies.
+    pub jobs_ambiguous: usize,
+    /// Count per status, in the enum's order.
+    pub opportunities: Vec<(&'static str, usize)>,
+    pub campaigns: Vec<(&'static str, usize)>,
+    pub campaign_events: usize,
+    /// Open campaigns whose follow-up time had passed when loading ended.
+    pub due_follow_ups: usize,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
@@ -722,14 +733,63 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         deadline: None,
         rpc: None,
     };
+    let s = load(&svc, &scope, args.jobs).await;
+    store.close();
+    let s = s?;
+    let tally =
+        |xs: &[(&str, usize)]| xs.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ");
+    let total = |xs: &[(&str, usize)]| xs.iter().map(|x| x.1).sum::<usize>();
+    println!("tenant_id={tenant}");
+    println!("jobs={}", s.jobs);
+    println!(
+        "companies={} near_duplicates={} (in {} groups, e.g. {:?})",
+        s.companies, s.near_duplicates, s.duplicate_groups, DUPLICATES[0]
+    );
+    println!(
+        "jobs_linked={} (by name {}, at creation {}) jobs_unlinked={} (ambiguous: their company name matches several companies; merge them, then LinkJobsToCompanies)",
+        s.jobs_linked_by_name + s.jobs_linked_at_creation,
+        s.jobs_linked_by_name,
+        s.jobs_linked_at_creation,
+        s.jobs_ambiguous
+    );
+    println!("opportunities={} {}", total(&s.opportunities), tally(&s.opportunities));
+    println!("campaigns={} {}", total(&s.campaigns), tally(&s.campaigns));
+    println!("campaign_events={} due_follow_ups={}", s.campaign_events, s.due_follow_ups);
+    println!("elapsed_ms={}", started.elapsed().as_millis());
+    match &args.auth.jwt_secret {
+        Some(secret) => {
+            let token = TokenKeys::new(secret.expose()).mint(
+                tenant,
+                &[Role::Reader, Role::Writer, Role::Admin],
+                "demo",
+                Duration::from_secs(7 * 86_400),
+            );
+            if let Some(path) = &args.token_file {
+                std::fs::write(path, &token)
+                    .map_err(|e| Error::Internal(format!("cannot write token file: {e}")))?;
+            }
+            println!("token={token}");
+        }
+        None => eprintln!("no JWT secret given: no token printed (use `bi-data token --tenant {tenant}`)"),
+    }
+    Ok(())
+}
+
+/// Loads the demo data set for `jobs` jobs into `scope`'s tenant (which
+/// should be empty) through the use cases the API calls: jobs, companies
+/// (near-duplicates included), jobs linked to them, opportunities walked
+/// along their pipeline, campaigns moved by their events. Every status of
+/// both machines occurs at least once.
+pub async fn load(svc: &Service, scope: &Scope, jobs: usize) -> Result<Summary, Error> {
+    let tenant = scope.tenant;
     let now = chrono::Utc::now().timestamp();
     let seed = tenant.as_u128() as u64;
     let mut r = Lcg(seed ^ 0xC0FF_EE00_D15C_0001);
 
     // Companies, near-duplicates included.
-    let plan = demo_companies(company_count(args.jobs), &mut r);
+    let plan = demo_companies(company_count(jobs), &mut r);
     let rows = plan.iter().map(|c| demo_company(c, &mut r, now)).collect();
-    let companies = create_all(&svc, &scope, &COMPANY, rows).await?;
+    let companies = create_all(svc, scope, &COMPANY, rows).await?;
     let duplicates = plan.iter().filter(|c| c.group.is_some()).count();
     let groups = plan.iter().filter(|c| c.canonical).count();
 
@@ -756,17 +816,17 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     };
     let (mut created, mut direct) = (0, 0);
     let company_i = JOB.index("company_id");
-    while created < args.jobs {
-        let n = (args.jobs - created).min(MAX_BATCH);
+    while created < jobs {
+        let n = (jobs - created).min(MAX_BATCH);
         let rows: Vec<Vec<Value>> = (created..created + n).map(job).collect();
         direct += rows.iter().filter(|v| !v[company_i].is_null()).count();
         let items = rows.into_iter().map(item).collect();
-        svc.batch_create(&scope, &JOB, items, "").await?;
+        svc.batch_create(scope, &JOB, items, "").await?;
         created += n;
     }
     let mut linked = Linked { linked: 0, ambiguous: 0, remaining: 0 };
     loop {
-        let l = svc.link_jobs_to_companies(&scope, 0).await?;
+        let l = svc.link_jobs_to_companies(scope, 0).await?;
         linked.linked += l.linked;
         linked.ambiguous = l.ambiguous;
         linked.remaining = l.remaining;
@@ -798,28 +858,30 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
             );
             v.set("confidence_score", Value::Float((30.0 + r.unit() * 65.0).round() / 100.0));
             opp_rows.push(values);
-            opp_paths.push(opportunity_path(r.weighted(OPPORTUNITY_MIX), &mut r));
+            // The first ones cover every status, the rest follow the mix.
+            let target = match OPPORTUNITY_MIX.get(opp_paths.len()) {
+                Some(&(status, _)) => status,
+                None => r.weighted(OPPORTUNITY_MIX),
+            };
+            opp_paths.push(opportunity_path(target, &mut r));
         }
     }
-    let opportunities = create_all(&svc, &scope, &OPPORTUNITY, opp_rows).await?;
+    let opportunities = create_all(svc, scope, &OPPORTUNITY, opp_rows).await?;
     let status_i = OPPORTUNITY.index("status");
     let poc_i = OPPORTUNITY.index("proof_of_concept_created");
-    let walks = opportunities.iter().zip(&opp_paths).map(|(o, path)| {
-        let (svc, scope) = (&svc, &scope);
-        async move {
-            for &to in path {
-                svc.mutate(scope, &OPPORTUNITY, o.id(), "", "", "Update", |cur| {
-                    let mut next = cur.values.clone();
-                    next[status_i] = Value::Text(to.to_owned());
-                    if to == "POC_CREATED" {
-                        next[poc_i] = Value::Bool(true);
-                    }
-                    Ok(next)
-                })
-                .await?;
-            }
-            Ok::<_, Error>(())
+    let walks = opportunities.iter().zip(&opp_paths).map(|(o, path)| async move {
+        for &to in path {
+            svc.mutate(scope, &OPPORTUNITY, o.id(), "", "", "Update", |cur| {
+                let mut next = cur.values.clone();
+                next[status_i] = Value::Text(to.to_owned());
+                if to == "POC_CREATED" {
+                    next[poc_i] = Value::Bool(true);
+                }
+                Ok(next)
+            })
+            .await?;
         }
+        Ok::<_, Error>(())
     });
     futures_util::stream::iter(walks).buffer_unordered(CONCURRENCY).try_collect::<Vec<_>>().await?;
     let opp_status: Vec<&str> = opp_paths.iter().map(|p| p.last().copied().unwrap_or("IDENTIFIED")).collect();
@@ -843,23 +905,24 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         let Value::Uuid(company) = o.get(&OPPORTUNITY, "company_id") else { continue };
         campaigns.push(plan_campaign(company_of[company], Some(o.id()), target, &mut r, now));
     }
-    for (c, rec) in plan.iter().zip(&companies) {
+    for (k, (c, rec)) in plan.iter().zip(&companies).enumerate() {
         if c.group.is_some() || r.next().is_multiple_of(4) {
-            let target = r.weighted(CAMPAIGN_MIX);
+            // The near-duplicates come first: they cover every status.
+            let target = match CAMPAIGN_MIX.get(k) {
+                Some(&(status, _)) => status,
+                None => r.weighted(CAMPAIGN_MIX),
+            };
             campaigns.push(plan_campaign(rec, None, target, &mut r, now));
         }
     }
     let (rows, events): (Vec<_>, Vec<_>) = campaigns.into_iter().map(|p| (p.values, p.events)).unzip();
-    let created_campaigns = create_all(&svc, &scope, &CAMPAIGN, rows).await?;
-    let recording = created_campaigns.iter().zip(&events).map(|(c, events)| {
-        let (svc, scope) = (&svc, &scope);
-        async move {
-            let mut rec = c.clone();
-            for &(event, at) in events {
-                rec = svc.record_campaign_event(scope, &c.id().to_string(), event, Some(at), "").await?;
-            }
-            Ok::<_, Error>(rec)
+    let created_campaigns = create_all(svc, scope, &CAMPAIGN, rows).await?;
+    let recording = created_campaigns.iter().zip(&events).map(|(c, events)| async move {
+        let mut rec = c.clone();
+        for &(event, at) in events {
+            rec = svc.record_campaign_event(scope, &c.id().to_string(), event, Some(at), "").await?;
         }
+        Ok::<_, Error>(rec)
     });
     let finished: Vec<Record> =
         futures_util::stream::iter(recording).buffered(CONCURRENCY).try_collect().await?;
@@ -878,40 +941,20 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         })
         .count();
     let n_events: usize = events.iter().map(Vec::len).sum();
-    store.close();
-
-    println!("tenant_id={tenant}");
-    println!("jobs={created}");
-    println!(
-        "companies={} near_duplicates={duplicates} (in {groups} groups, e.g. {:?})",
-        companies.len(),
-        DUPLICATES[0]
-    );
-    println!(
-        "jobs_linked={} (by name {}, at creation {direct}) jobs_unlinked={} (ambiguous: their company name matches several companies; merge them, then LinkJobsToCompanies)",
-        linked.linked as usize + direct,
-        linked.linked,
-        linked.ambiguous
-    );
-    println!("opportunities={} {}", opportunities.len(), tally(OPPORTUNITY_STATUS.values, &opp_status));
-    println!("campaigns={} {}", finished.len(), tally(CAMPAIGN_STATUS.values, &camp_status));
-    println!("campaign_events={n_events} due_follow_ups={due}");
-    println!("elapsed_ms={}", started.elapsed().as_millis());
-    match &args.auth.jwt_secret {
-        Some(secret) => {
-            let token = TokenKeys::new(secret.expose()).mint(
-                tenant,
-                &[Role::Reader, Role::Writer, Role::Admin],
-                "demo",
-                Duration::from_secs(7 * 86_400),
-            );
-            if let Some(path) = &args.token_file {
-                std::fs::write(path, &token)
-                    .map_err(|e| Error::Internal(format!("cannot write token file: {e}")))?;
-            }
-            println!("token={token}");
-        }
-        None => eprintln!("no JWT secret given: no token printed (use `bi-data token --tenant {tenant}`)"),
-    }
-    Ok(())
+    let count = |values: &[&'static str], seen: &[&str]| -> Vec<(&'static str, usize)> {
+        values.iter().map(|v| (*v, seen.iter().filter(|s| *s == v).count())).collect()
+    };
+    Ok(Summary {
+        jobs: created,
+        companies: companies.len(),
+        near_duplicates: duplicates,
+        duplicate_groups: groups,
+        jobs_linked_by_name: linked.linked as usize,
+        jobs_linked_at_creation: direct,
+        jobs_ambiguous: linked.ambiguous as usize,
+        opportunities: count(OPPORTUNITY_STATUS.values, &opp_status),
+        campaigns: count(CAMPAIGN_STATUS.values, &camp_status),
+        campaign_events: n_events,
+        due_follow_ups: due,
+    })
 }

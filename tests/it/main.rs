@@ -4,6 +4,7 @@
 mod common;
 mod companies;
 mod conformance;
+mod demo_data;
 mod helpers;
 mod jobs_crud;
 mod listing;
