@@ -6,7 +6,8 @@
 # 1. scripts/dev-env.sh (PostgreSQL, Redis, roles and databases, grpcurl/buf)
 # 2. cargo build --locked (debug profile)
 # 3. bi-data migrate, then bi-data demo-data --jobs N (default 1000): a new
-#    tenant with N jobs; its token is written to .tools/demo-token
+#    tenant with N jobs and the companies, opportunities and campaigns that go
+#    with them (a summary is printed); its token is written to .tools/demo-token
 # 4. prints the tenant id, an `export TOKEN=...` line and grpcurl examples
 # 5. exec bi-data serve in the foreground on LISTEN_ADDR (default
 #    127.0.0.1:50051; metrics on 127.0.0.1:9464); stop it with Ctrl-C.
@@ -71,12 +72,17 @@ fi
 mkdir -p "$ROOT/.tools"
 (umask 077 && printf '%s\n' "$TOKEN" >"$ROOT/.tools/demo-token")
 
+# What demo-data made (companies, opportunities, campaigns...), without the
+# tenant and token lines printed separately below.
+DEMO_SUMMARY=$(printf '%s\n' "$demo_out" | grep -v -e '^tenant_id=' -e '^token=' | sed 's/^/  /')
+
 LISTEN=${LISTEN_ADDR:-127.0.0.1:50051}
 cat <<EOF
 
 ================================ bi-data demo ================================
 tenant id : $TENANT_ID
-jobs      : $JOBS
+demo data :
+$DEMO_SUMMARY
 listen    : $LISTEN (gRPC, plaintext)   metrics: http://${METRICS_ADDR:-127.0.0.1:9464}/metrics
 token     : .tools/demo-token (JWT signed with the local dev secret; local use only)
 

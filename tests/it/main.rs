@@ -4,6 +4,7 @@
 mod common;
 mod companies;
 mod conformance;
+mod demo_data;
 mod helpers;
 mod jobs_crud;
 mod listing;
@@ -11,6 +12,7 @@ mod observability;
 mod ops;
 mod otlp;
 mod pipeline;
+mod python_lifecycle;
 mod scale;
 mod service;
 mod tenancy_auth;
