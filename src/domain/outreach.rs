@@ -38,8 +38,9 @@ pub static CAMPAIGN: Resource = Resource {
         Field::new("message_content", K::Text).unsortable(),
         // Moved by events only (RecordCampaignEvent).
         Field::new("status", K::Enum(&CAMPAIGN_STATUS)).not_null().output_only(),
-        Field::new("sent_time", K::Timestamp),
-        Field::new("response_time", K::Timestamp),
+        // Stamped by events only.
+        Field::new("sent_time", K::Timestamp).output_only(),
+        Field::new("response_time", K::Timestamp).output_only(),
         Field::new("follow_up_time", K::Timestamp),
         Field::new("notes", K::Text).unsortable(),
         Field::new("create_time", K::Timestamp).not_null().output_only(),

@@ -614,6 +614,7 @@ impl Service {
                 return Ok(prev);
             }
             let current = u.lock(res, id).await?;
+            refuse_merged(res, &current)?;
             refuse_deleted(res, &current)?;
             check_etag(res, etag, &current)?;
             let values = next(&current)?;

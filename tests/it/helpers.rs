@@ -1329,8 +1329,6 @@ impl TestResource for pb::Campaign {
             contact_method: methods[n % 2] as i32,
             contact_person: format!("Person {n}"),
             message_content: format!("Message {n}"),
-            sent_time: ts(1_760_000_000 - i * day),
-            response_time: ts(1_760_500_000 - i * day),
             follow_up_time: ts(1_761_000_000 - i * day),
             notes: format!("Notes {n}"),
             ..Default::default()
@@ -1365,8 +1363,9 @@ impl TestResource for pb::Campaign {
             FilterCase::text("message_content", &c.message_content),
             // Every new campaign is a DRAFT.
             FilterCase::enumeration("status", "DRAFT", "INTERESTED").loose(),
-            FilterCase::time("sent_time", &c.sent_time),
-            FilterCase::time("response_time", &c.response_time),
+            // Stamped by events only: none on a new campaign.
+            FilterCase::null("sent_time"),
+            FilterCase::null("response_time"),
             FilterCase::time("follow_up_time", &c.follow_up_time),
             FilterCase::text("notes", &c.notes),
             FilterCase::time("create_time", &c.create_time),
