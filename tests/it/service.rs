@@ -20,7 +20,9 @@ use bi_data::{
         value::Value,
     },
     error::Error,
-    service::{AfterWrite, Changes, Draft, ListArgs, ReadCache, Scope, Service, Unit, View},
+    service::{
+        AfterWrite, Cached, Changes, Compute, Draft, ListArgs, ReadCache, Scope, Service, Ticket, Unit, View,
+    },
     store::Store,
 };
 use futures_util::future::BoxFuture;
@@ -370,11 +372,25 @@ struct Recorder {
 }
 
 impl ReadCache for Recorder {
-    fn get<'a>(&'a self, _: &'a Scope, _: &'static Resource, _: Uuid) -> BoxFuture<'a, Option<Record>> {
-        Box::pin(async { None })
+    fn get<'a>(&'a self, _: &'a Scope, _: &'static Resource, ids: &'a [Uuid]) -> BoxFuture<'a, Vec<Cached>> {
+        Box::pin(async { ids.iter().map(|_| Cached::Miss(Ticket(1))).collect() })
     }
-    fn fill<'a>(&'a self, _: &'a Scope, _: &'static Resource, rec: &'a Record) -> BoxFuture<'a, ()> {
-        Box::pin(async move { self.filled.lock().unwrap().push(rec.id()) })
+    fn fill<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'static Resource,
+        recs: &'a [(Ticket, &'a Record)],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.filled.lock().unwrap().extend(recs.iter().map(|(_, r)| r.id())) })
+    }
+    fn query<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'static Resource,
+        _: String,
+        compute: Compute<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Error>> {
+        compute
     }
     fn invalidate<'a>(&'a self, _: &'a Scope, changes: &'a Changes) -> BoxFuture<'a, ()> {
         Box::pin(async move {
