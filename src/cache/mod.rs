@@ -304,51 +304,37 @@ impl RedisCache {
             n.clear();
             self.metrics.near_entries.set(0);
         }
-        if !self.probing.swap(true, Ordering::SeqCst)
-            && let Some(me) = self.me.upgrade()
-        {
-            tokio::spawn(me.probe());
+        if !self.probing.swap(true, Ordering::SeqCst) {
+            tokio::spawn(probe(self.me.clone()));
         }
     }
 
-    /// While open: every `probe_every`, a fresh connection and a PING; when
-    /// it answers, invalidations resume, the epoch moves, then reads resume.
-    async fn probe(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(self.probe_every).await;
-            self.drop_connection();
-            let ping = async {
-                let mut c = self.connection().await?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .map_err(|e| format!("{:?}", e.kind()))?;
-                Ok::<_, String>(c)
-            };
-            let Ok(Ok(mut c)) = tokio::time::timeout(self.connect_timeout, ping).await else {
-                continue;
-            };
-            if !self.breaker.recovering() && self.breaker.is_open() {
-                continue;
+    /// One probe: true when the breaker closed.
+    async fn try_recover(&self) -> bool {
+        self.drop_connection();
+        let ping = async {
+            let mut c = self.connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.map_err(|e| format!("{:?}", e.kind()))?;
+            Ok::<_, String>(c)
+        };
+        let Ok(Ok(mut c)) = tokio::time::timeout(self.connect_timeout, ping).await else {
+            return false;
+        };
+        if !self.breaker.recovering() && self.breaker.is_open() {
+            return false;
+        }
+        let mut bump = self.scripts.bump.prepare_invoke();
+        bump.key(&self.epoch_key).arg(&self.channel);
+        match tokio::time::timeout(self.connect_timeout, bump.invoke_async::<i64>(&mut c)).await {
+            Ok(Ok(_)) if self.breaker.close() => {
+                tracing::info!("redis cache available again: epoch moved, circuit breaker closed");
+                self.metrics.breaker_open.set(0);
+                true
             }
-            let mut bump = self.scripts.bump.prepare_invoke();
-            bump.key(&self.epoch_key).arg(&self.channel);
-            match tokio::time::timeout(self.connect_timeout, bump.invoke_async::<i64>(&mut c)).await {
-                Ok(Ok(_)) if self.breaker.close() => {}
-                _ => {
-                    self.breaker.trip();
-                    continue;
-                }
+            _ => {
+                self.breaker.trip();
+                false
             }
-            tracing::info!("redis cache available again: epoch moved, circuit breaker closed");
-            self.metrics.breaker_open.set(0);
-            self.probing.store(false, Ordering::SeqCst);
-            // A failure between close and here found `probing` still set
-            // and left the probing to this loop.
-            if self.breaker.is_open() && !self.probing.swap(true, Ordering::SeqCst) {
-                continue;
-            }
-            return;
         }
     }
 
@@ -531,6 +517,25 @@ impl RedisCache {
         }
         // Not sent: the breaker is open, and the epoch moves before reads resume.
         let _ = self.run::<i64>("invalidate", scope, Use::Invalidate, &inv).await;
+    }
+}
+
+/// While open: every `probe_every`, a fresh connection and a PING; when it
+/// answers, invalidations resume, the epoch moves, then reads resume. Ends
+/// when the breaker is closed or the cache is gone.
+async fn probe(cache: Weak<RedisCache>) {
+    loop {
+        let Some(every) = cache.upgrade().map(|c| c.probe_every) else { return };
+        tokio::time::sleep(every).await;
+        let Some(c) = cache.upgrade() else { return };
+        if c.try_recover().await {
+            c.probing.store(false, Ordering::SeqCst);
+            // A failure between the close and here found `probing` still
+            // set and left the probing to this loop.
+            if !c.breaker.is_open() || c.probing.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 }
 

@@ -668,12 +668,21 @@ async fn keys_are_namespaced_by_tenant_and_no_tenant_reads_anothers_entries() {
     );
     let keys = redis.keys().await;
     let simple = |id: &str| Uuid::parse_str(id).unwrap().simple().to_string();
-    let record_of = |tenant: &Tenant, id: &str| {
-        keys.iter()
-            .find(|k| k.ends_with(&format!(":r:{}", simple(id))))
-            .is_some_and(|k| k.contains(&tenant.id.to_string()))
-    };
-    assert!(record_of(&a, &ja.id) && record_of(&b, &jb.id), "{keys:#?}");
+    // Each id's record lives under its own tenant only; B asking for A's id
+    // left at most a lease (B's miss) under B's name, never A's record.
+    let mut c = redis.client().await;
+    for (owner, other, id) in [(&a, &b, &ja.id), (&b, &a, &jb.id)] {
+        let mut stored_under = Vec::new();
+        for k in keys.iter().filter(|k| k.ends_with(&format!(":r:{}", simple(id)))) {
+            let v: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap();
+            if v.first() == Some(&b'R') {
+                stored_under.push(k.clone());
+            }
+        }
+        assert_eq!(stored_under.len(), 1, "{id}: {stored_under:?} of {keys:#?}");
+        assert!(stored_under[0].contains(&owner.id.to_string()));
+        assert!(!stored_under[0].contains(&other.id.to_string()));
+    }
     for k in &keys {
         if k.ends_with(":epoch") {
             continue;
