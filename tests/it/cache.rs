@@ -19,7 +19,7 @@ use bi_data::{
     domain::{application::APPLICATION, job::JOB, record::Record, schema::Resource, value::Value},
     metrics::CacheMetrics,
     pb::{self, GetJobRequest, UpdateJobRequest},
-    service::{Cached, Draft, ListArgs, ReadCache, Scope, Service, Ticket, View},
+    service::{Cached, ListArgs, ReadCache, Scope, Service, Ticket, View},
     store::Store,
 };
 use prost_types::FieldMask;
@@ -34,6 +34,7 @@ use crate::{
     helpers::*,
     observability::{CLIENT, SERVER, attr, delta, key, parent, scrape, traced},
     otlp,
+    service::{draft, new_job, scope, text},
 };
 
 fn free_port() -> u16 {
@@ -276,41 +277,6 @@ async fn cached_service(redis: &TestRedis) -> (TestApp, Service, Arc<RedisCache>
     (app, Service::new(store.clone()).with_cache(cache.clone()), cache, Service::new(store))
 }
 
-fn scope(tenant: Uuid) -> Scope {
-    Scope {
-        tenant,
-        actor: "cache-test".into(),
-        request_id: None,
-        trace_id: None,
-        timeout: Duration::from_secs(10),
-        deadline: None,
-        rpc: None,
-    }
-}
-
-fn draft(
-    res: &'static Resource,
-    set: &[(&str, Value)],
-) -> Option<(Draft, Vec<bi_data::error::FieldViolation>)> {
-    let mut values = vec![Value::Null; res.fields.len()];
-    let mut flags = vec![false; res.fields.len()];
-    for (name, v) in set {
-        values[res.index(name)] = v.clone();
-        flags[res.index(name)] = true;
-    }
-    Some((Draft { values, set: flags }, Vec::new()))
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
-async fn new_job(svc: &Service, s: &Scope, title: &str) -> Record {
-    svc.create(s, &JOB, draft(&JOB, &[("title", text(title)), ("company_name", text("Acme"))]), "")
-        .await
-        .unwrap()
-}
-
 async fn retitle(svc: &Service, s: &Scope, id: Uuid, title: &str) -> Record {
     svc.mutate(s, &JOB, id, "", "", "Update", |cur| {
         let mut v = cur.values.clone();
@@ -325,8 +291,8 @@ async fn retitle(svc: &Service, s: &Scope, id: Uuid, title: &str) -> Record {
 async fn a_miss_that_read_the_old_row_does_not_overwrite_a_newer_invalidation() {
     let redis = TestRedis::start().await;
     let (_app, svc, cache, plain) = cached_service(&redis).await;
-    let s = scope(Uuid::new_v4());
-    let job = new_job(&svc, &s, "old").await;
+    let s = scope();
+    let job = new_job(&svc, &s, &JOB, "old").await;
 
     // The race, step by step: a reader misses (and takes the lease) and
     // reads the old row; a writer commits and invalidates; the reader fills.
@@ -359,7 +325,7 @@ async fn a_miss_that_read_the_old_row_does_not_overwrite_a_newer_invalidation() 
     // A query result computed while a write commits: the write moves the
     // generation, so the result is not reused by the next call.
     let args = ListArgs { filter: "title = \"raced\"", count: true, ..ListArgs::default() };
-    let raced = new_job(&svc, &s, "raced").await;
+    let raced = new_job(&svc, &s, &JOB, "raced").await;
     let computed = Arc::new(AtomicU64::new(0));
     let key = "test-race".to_owned();
     let n = computed.clone();
@@ -401,8 +367,8 @@ async fn a_miss_that_read_the_old_row_does_not_overwrite_a_newer_invalidation() 
 async fn a_merge_invalidates_the_merged_record_the_survivor_and_the_moved_children() {
     let redis = TestRedis::start().await;
     let (_app, svc, _cache, _) = cached_service(&redis).await;
-    let s = scope(Uuid::new_v4());
-    let (into, from) = (new_job(&svc, &s, "into").await, new_job(&svc, &s, "from").await);
+    let s = scope();
+    let (into, from) = (new_job(&svc, &s, &JOB, "into").await, new_job(&svc, &s, &JOB, "from").await);
     let child = svc
         .create(&s, &APPLICATION, draft(&APPLICATION, &[("job_id", Value::Uuid(from.id()))]), "")
         .await
@@ -478,13 +444,17 @@ async fn get_via(r: &Replica, t: &Tenant, id: &str) -> pb::Job {
     r.jobs().get_job(authed(&t.reader, GetJobRequest { id: id.into() })).await.unwrap().into_inner()
 }
 
-async fn set_title_via(r: &Replica, t: &Tenant, id: &str, title: &str) -> pb::Job {
-    let req = UpdateJobRequest {
+/// UpdateJob of the title alone.
+fn title_update(id: &str, title: &str) -> UpdateJobRequest {
+    UpdateJobRequest {
         job: Some(pb::Job { id: id.into(), title: title.into(), ..Default::default() }),
         update_mask: Some(FieldMask { paths: vec!["title".into()] }),
         request_id: String::new(),
-    };
-    r.jobs().update_job(authed(&t.writer, req)).await.unwrap().into_inner()
+    }
+}
+
+async fn set_title_via(r: &Replica, t: &Tenant, id: &str, title: &str) -> pb::Job {
+    r.jobs().update_job(authed(&t.writer, title_update(id, title))).await.unwrap().into_inner()
 }
 
 #[tokio::test]
@@ -712,18 +682,7 @@ async fn load(
                 let deadline = Duration::from_secs(2);
                 if n % 4 == 0 {
                     let title = format!("w{w}-{n}");
-                    let mut req = authed(
-                        &t.writer,
-                        UpdateJobRequest {
-                            job: Some(pb::Job {
-                                id: j.id.clone(),
-                                title: title.clone(),
-                                ..Default::default()
-                            }),
-                            update_mask: Some(FieldMask { paths: vec!["title".into()] }),
-                            request_id: String::new(),
-                        },
-                    );
+                    let mut req = authed(&t.writer, title_update(&j.id, &title));
                     req.set_timeout(deadline);
                     match c.update_job(req).await {
                         Ok(_) => last = title,
@@ -823,14 +782,7 @@ async fn redis_paused_with_debug_sleep_costs_no_call_its_deadline_and_nothing_st
         let t0 = Instant::now();
         if i == 10 {
             // A write while Redis cannot be told: it must not be hidden by the cached copy later.
-            let mut req = authed(
-                &t.writer,
-                UpdateJobRequest {
-                    job: Some(titled(&cached, "during the pause")),
-                    update_mask: Some(FieldMask { paths: vec!["title".into()] }),
-                    request_id: String::new(),
-                },
-            );
+            let mut req = authed(&t.writer, title_update(&j.id, "during the pause"));
             req.set_timeout(Duration::from_millis(1000));
             written = c.update_job(req).await.expect("a write answers within its deadline").into_inner();
         } else {

@@ -37,7 +37,7 @@ async fn service() -> (TestApp, Service) {
     (app, Service::new(store))
 }
 
-fn scope() -> Scope {
+pub(crate) fn scope() -> Scope {
     Scope {
         tenant: Uuid::new_v4(),
         actor: "service-test".into(),
@@ -50,7 +50,7 @@ fn scope() -> Scope {
 }
 
 /// A draft of `res` with the given fields set.
-fn draft(
+pub(crate) fn draft(
     res: &'static Resource,
     set: &[(&str, Value)],
 ) -> Option<(Draft, Vec<bi_data::error::FieldViolation>)> {
@@ -64,11 +64,11 @@ fn draft(
     Some((Draft { values, set: flags }, Vec::new()))
 }
 
-fn text(s: &str) -> Value {
+pub(crate) fn text(s: &str) -> Value {
     Value::Text(s.into())
 }
 
-async fn new_job(svc: &Service, scope: &Scope, res: &'static Resource, title: &str) -> Record {
+pub(crate) async fn new_job(svc: &Service, scope: &Scope, res: &'static Resource, title: &str) -> Record {
     svc.create(scope, res, draft(res, &[("title", text(title)), ("company_name", text("Acme"))]), "")
         .await
         .expect("job created")
