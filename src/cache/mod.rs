@@ -35,6 +35,7 @@ use std::{
 
 use deadpool_redis::{Manager, Pool, Runtime};
 use futures_util::{StreamExt, future::BoxFuture};
+use prometheus::{Histogram, IntCounter};
 use redis::{
     AsyncConnectionConfig, FromRedisValue, Script, ScriptInvocation, Value as RValue,
     aio::MultiplexedConnection,
@@ -124,6 +125,41 @@ pub struct RedisCache {
     near: Option<Near>,
     flights: Flights,
     metrics: CacheMetrics,
+    /// The hot path's series, resolved once (a labelled look-up hashes and
+    /// locks on every call).
+    series: Series,
+}
+
+struct Series {
+    hit: IntCounter,
+    miss: IntCounter,
+    error: IntCounter,
+    near_hit: IntCounter,
+    near_miss: IntCounter,
+    /// One per op of [`OPS`].
+    duration: Vec<Histogram>,
+}
+
+/// The operations (scripts) timed in `bi_data_cache_command_duration_seconds`.
+const OPS: [&str; 5] = ["get_records", "fill_records", "get_query", "fill_query", "invalidate"];
+
+impl Series {
+    fn new(m: &CacheMetrics) -> Series {
+        let r = |l: &str| m.requests.with_label_values(&[l]);
+        let n = |l: &str| m.near.with_label_values(&[l]);
+        Series {
+            hit: r("hit"),
+            miss: r("miss"),
+            error: r("error"),
+            near_hit: n("hit"),
+            near_miss: n("miss"),
+            duration: OPS.iter().map(|op| m.duration.with_label_values(&[*op])).collect(),
+        }
+    }
+
+    fn duration(&self, op: &str) -> &Histogram {
+        &self.duration[OPS.iter().position(|o| *o == op).expect("a declared op")]
+    }
 }
 
 /// `<tenant>:<resource>`: the part of every key naming whose data it is.
@@ -185,6 +221,7 @@ impl RedisCache {
             probing: AtomicBool::new(false),
             near,
             flights: Flights::default(),
+            series: Series::new(&metrics),
             metrics,
         });
         if cache.near.is_some() {
@@ -277,7 +314,7 @@ impl RedisCache {
             Ok(r) => r,
             Err(_) => Err("timeout".to_owned()),
         };
-        self.metrics.duration.with_label_values(&[op]).observe(t0.elapsed().as_secs_f64());
+        self.series.duration(op).observe(t0.elapsed().as_secs_f64());
         match result {
             Ok(v) => {
                 self.breaker.success();
@@ -339,8 +376,13 @@ impl RedisCache {
     }
 
     fn count(&self, result: &str, n: u64) {
+        let c = match result {
+            "hit" => &self.series.hit,
+            "miss" => &self.series.miss,
+            _ => &self.series.error,
+        };
         if n > 0 {
-            self.metrics.requests.with_label_values(&[result]).inc_by(n);
+            c.inc_by(n);
         }
     }
 
@@ -354,11 +396,11 @@ impl RedisCache {
             if let Some(n) = near {
                 let key = near_key(&base, id);
                 if let Some(rec) = n.get(&key) {
-                    self.metrics.near.with_label_values(&["hit"]).inc();
+                    self.series.near_hit.inc();
                     out[i] = Some(Cached::Hit(rec));
                     continue;
                 }
-                self.metrics.near.with_label_values(&["miss"]).inc();
+                self.series.near_miss.inc();
                 let seq = n.seq(&key);
                 seqs.push((key, seq));
             }
