@@ -419,7 +419,7 @@ async fn main() {
         tenant,
         &format!(
             "INSERT INTO campaigns (tenant_id, id, company_id, message_content) \
-             SELECT '{tenant}', gen_random_uuid(), '{COMPANY}', 'baseline ' || g FROM generate_series(1, {})",
+             SELECT '{tenant}', gen_random_uuid(), '{COMPANY}', 'baseline ' || g FROM generate_series(1, {}) g",
             callers * per
         ),
     )

@@ -5,6 +5,7 @@
 #
 # e.g. scripts/bench.sh --quick                 (smoke run: 2 s per scenario)
 #      scripts/bench.sh --only get,list-deep --duration 30
+#      scripts/bench.sh --only cached,mixed-cached --duration 20
 #      scripts/bench.sh --rate 3000             (open loop for every scenario)
 #      BENCH_NOTE="quiet machine" scripts/bench.sh
 #
@@ -19,6 +20,12 @@
 #    minute or two; reused by later runs), starts the release server as a
 #    child process, runs every scenario through the service and as plain
 #    SQL at the same concurrency, then `pgbench -S`, and prints one table.
+#    The cache scenarios (`cached`, `mixed-cached`) start a redis-server of
+#    their own on a free port and three more servers in turn (cache off,
+#    Redis, Redis + near cache): GetJob over a hot set (`--hot-set`) against
+#    the same SQL, and a 90/10 GetJob/UpdateJob mix whose every read is
+#    checked against the last acknowledged write (stale reads counted), with
+#    hit ratios and redis-server CPU under the table.
 #    The report is also written to target/bench/report.md and the server's
 #    log to target/bench/server.log. `--help` lists the generator's flags.
 #
@@ -35,7 +42,7 @@ source "$ROOT/scripts/lib.sh"
 for arg in "$@"; do
     case $arg in
     -h | --help)
-        sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     esac

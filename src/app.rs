@@ -23,6 +23,7 @@ use crate::{
         outreach::OutreachApi,
     },
     auth::{AuthMode, TokenKeys},
+    cache::{RedisCache, State as CacheState},
     config::ServeArgs,
     error::Error,
     metrics::{self, Metrics},
@@ -51,6 +52,7 @@ pub struct Running {
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
     store: Store,
+    cache: Option<Arc<RedisCache>>,
     shutdown: Arc<Notify>,
     task: JoinHandle<Result<(), Error>>,
 }
@@ -59,6 +61,11 @@ impl Running {
     /// Per-shape statement timings of this server (GetQueryStats' data).
     pub fn query_stats(&self) -> Arc<QueryStats> {
         self.store.query_stats().clone()
+    }
+
+    /// The shared cache, when --redis-url is set.
+    pub fn cache(&self) -> Option<Arc<RedisCache>> {
+        self.cache.clone()
     }
 
     /// Starts graceful shutdown and waits for it (bounded by the drain timeout).
@@ -165,22 +172,50 @@ async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
     }
 }
 
+/// The health name of the shared cache: SERVING while Redis is in use,
+/// NOT_SERVING while its breaker is open (calls are served from PostgreSQL
+/// then, so the server's own health does not change), SERVICE_UNKNOWN
+/// without --redis-url.
+pub const CACHE_HEALTH: &str = "cache";
+
+async fn cache_health(cache: Option<Arc<RedisCache>>, reporter: HealthReporter) {
+    let Some(cache) = cache else { return };
+    let mut last = None;
+    loop {
+        let up = cache.state() == CacheState::Up;
+        if last != Some(up) {
+            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status(CACHE_HEALTH, status).await;
+            last = Some(up);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Binds, starts background tasks and serves until `shutdown`.
 pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let mode = auth_mode(&args)?;
     let store = Store::new(&args.db, Duration::from_millis(args.slow_query_ms))?;
-    let svc = Service::new(store.clone());
+    let metrics = Arc::new(Metrics::new(&store)?);
+    let cache = match args.redis_url.as_ref().filter(|u| !u.expose().is_empty()) {
+        Some(url) => Some(RedisCache::new(url.expose(), &args.cache, metrics.cache.clone())?),
+        None => None,
+    };
+    let svc = match &cache {
+        Some(c) => Service::new(store.clone()).with_cache(c.clone()),
+        None => Service::new(store.clone()),
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     let (metrics_listener, metrics_addr) = metrics::bind(args.metrics_listen).await?;
-    let metrics = Arc::new(Metrics::new(&store)?);
     let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
     let health_task = tokio::spawn(health_loop(store.clone(), args.clone(), reporter.clone()));
+    let cache_health_task = tokio::spawn(cache_health(cache.clone(), reporter.clone()));
     let purge_store = store.clone();
     let purge_task = tokio::spawn(async move {
         let mut every = tokio::time::interval(idempotency::PURGE_EVERY);
@@ -279,6 +314,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         };
         // The serve branch may finish first: stop the background tasks either way.
         health_task.abort();
+        cache_health_task.abort();
         purge_task.abort();
         metrics_task.abort();
         store.close();
@@ -286,5 +322,5 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         result
     });
     tracing::info!(%addr, %metrics_addr, "bi-data listening");
-    Ok(Running { addr, metrics_addr, store, shutdown, task })
+    Ok(Running { addr, metrics_addr, store, cache, shutdown, task })
 }

@@ -163,9 +163,11 @@ pub struct ServeArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
-    /// Redis URL for the shared cache; caching is off when unset.
+    /// Redis URL for the shared cache; caching is off when unset or empty.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Accept an `x-tenant-id` header instead of a token (loopback only).
     #[arg(long, env = "INSECURE_DEV")]
     pub insecure_dev: bool,
@@ -191,6 +193,50 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// The shared cache (used only with --redis-url).
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Longest life of a cached record; bounds staleness should an
+    /// invalidation ever be lost.
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
+    /// Longest life of a cached list or search result (they are also
+    /// dropped by the next write of the tenant's resource).
+    #[arg(long, env = "CACHE_QUERY_TTL_SECS", default_value_t = 60)]
+    pub cache_query_ttl_secs: u64,
+    /// Longest wait for one Redis command; past it the read goes to
+    /// PostgreSQL (also capped by half the caller's remaining deadline).
+    #[arg(long, env = "CACHE_TIMEOUT_MS", default_value_t = 100)]
+    pub cache_timeout_ms: u64,
+    /// Connect timeout of a new Redis connection.
+    #[arg(long, env = "CACHE_CONNECT_TIMEOUT_MS", default_value_t = 500)]
+    pub cache_connect_timeout_ms: u64,
+    /// Consecutive Redis failures that open the circuit breaker (a failed
+    /// invalidation opens it at once).
+    #[arg(long, env = "CACHE_BREAKER_FAILURES", default_value_t = 5)]
+    pub cache_breaker_failures: u32,
+    /// While the breaker is open, Redis is probed this often; the cache is
+    /// used again after a probe answers.
+    #[arg(long, env = "CACHE_BREAKER_PROBE_MS", default_value_t = 500)]
+    pub cache_breaker_probe_ms: u64,
+    /// An in-process near cache of records in front of Redis, invalidated
+    /// across replicas through Redis pub/sub.
+    #[arg(long, env = "CACHE_NEAR")]
+    pub cache_near: bool,
+    /// Records the near cache holds at most.
+    #[arg(long, env = "CACHE_NEAR_CAPACITY", default_value_t = 10_000)]
+    pub cache_near_capacity: usize,
+    /// Longest life of a near-cache entry.
+    #[arg(long, env = "CACHE_NEAR_TTL_MS", default_value_t = 5_000)]
+    pub cache_near_ttl_ms: u64,
+}
+
+impl CacheArgs {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cache_timeout_ms.max(1))
     }
 }
 

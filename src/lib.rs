@@ -3,13 +3,15 @@
 //! Layers (see ARCHITECTURE.md): `api` (the gRPC edge, the only module that
 //! names tonic/prost: handlers, conversion, status mapping, request context,
 //! the generated `pb`, and the tower middleware in `api::middleware`) ->
-//! `domain` (plain Rust) -> `store` (SQL). `app` wires them; `auth` holds
+//! `service` (use cases) -> `domain` (plain Rust) -> `store` (SQL); `cache`
+//! (Redis) plugs into the service's read seam. `app` wires them; `auth` holds
 //! tokens and roles; `telemetry` the log/trace pipeline; `metrics` the
 //! Prometheus registry. `tests/it/tidy.rs` checks which module may name what.
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod domain;

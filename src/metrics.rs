@@ -59,11 +59,27 @@ impl Default for RpcMetrics {
     }
 }
 
-/// Shared-cache counters. No cache exists yet: the cache layer increments
-/// `requests` with `result` = `hit`, `miss` or `error` when it lands.
+/// Seconds buckets for cache commands (50 µs … 1 s).
+const CACHE_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Instruments of the shared cache (`crate::cache`).
 #[derive(Clone)]
 pub struct CacheMetrics {
+    /// Look-ups of records and query results in Redis by result: `hit`,
+    /// `miss`, `error` (a failed command, a timeout, or the breaker open).
     pub requests: IntCounterVec,
+    /// Each Redis command, by operation.
+    pub duration: HistogramVec,
+    /// Near-cache look-ups by result (`hit`, `miss`).
+    pub near: IntCounterVec,
+    /// Entries in the near cache.
+    pub near_entries: IntGauge,
+    /// 1 while the circuit breaker is open (Redis not used), else 0.
+    pub breaker_open: IntGauge,
+    /// Computations of a query result, and callers that waited for one
+    /// running in this process instead (single flight).
+    pub flights: IntCounterVec,
 }
 
 impl Default for CacheMetrics {
@@ -77,7 +93,50 @@ impl Default for CacheMetrics {
                 &["result"],
             )
             .expect("valid metric"),
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "bi_data_cache_command_duration_seconds",
+                    "Duration of Redis commands (errors and timeouts included), by operation.",
+                )
+                .buckets(CACHE_BUCKETS.to_vec()),
+                &["op"],
+            )
+            .expect("valid metric"),
+            near: IntCounterVec::new(
+                Opts::new("bi_data_cache_near_requests_total", "Near-cache look-ups by result (hit, miss)."),
+                &["result"],
+            )
+            .expect("valid metric"),
+            near_entries: IntGauge::new("bi_data_cache_near_entries", "Records held by the near cache.")
+                .expect("valid metric"),
+            breaker_open: IntGauge::new(
+                "bi_data_cache_breaker_open",
+                "1 while the cache's circuit breaker is open (Redis not used), else 0.",
+            )
+            .expect("valid metric"),
+            flights: IntCounterVec::new(
+                Opts::new(
+                    "bi_data_cache_query_flights_total",
+                    "Query results computed after a miss (role=leader) and callers that waited for that \
+                     computation instead of running their own (role=waiter).",
+                ),
+                &["role"],
+            )
+            .expect("valid metric"),
         }
+    }
+}
+
+impl CacheMetrics {
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.duration.clone()),
+            Box::new(self.near.clone()),
+            Box::new(self.near_entries.clone()),
+            Box::new(self.breaker_open.clone()),
+            Box::new(self.flights.clone()),
+        ]
     }
 }
 
@@ -148,10 +207,10 @@ impl Metrics {
         let mut collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(rpc.duration.clone()),
             Box::new(rpc.in_flight.clone()),
-            Box::new(cache.requests.clone()),
             Box::new(build),
             Box::new(PoolCollector::new(store.clone())),
         ];
+        collectors.extend(cache.collectors());
         collectors.extend(store.metrics().collectors());
         for c in collectors {
             registry.register(c).map_err(|e| Error::Internal(format!("metrics: {e}")))?;

@@ -23,7 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     driver::{Load, Op, Stats},
-    scenarios::{Baseline, Ctx, Kind, ListSpec, Service},
+    scenarios::{Baseline, Ctx, Kind, ListSpec, Service, Truth},
 };
 
 #[derive(Parser, Debug)]
@@ -87,7 +87,10 @@ struct Args {
     #[arg(long)]
     open_rate: Option<f64>,
     /// Scenarios to run, comma-separated: get, list-first, list-deep,
-    /// create, update, mixed, streams, open, pgbench. Default: all.
+    /// create, update, mixed, streams, open, pgbench, cached (GetJob over the
+    /// hot set: cache off, Redis, Redis + near cache), mixed-cached (90/10
+    /// over the hot set, each read checked, the same three servers).
+    /// Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Page size of the list scenarios.
@@ -122,6 +125,16 @@ struct Args {
     /// A note printed with the report (e.g. "contended: other builds running").
     #[arg(long, env = "BENCH_NOTE", default_value = "")]
     note: String,
+    /// Jobs the cache scenarios draw ids from (jobs 0..N): what a cache can hold.
+    #[arg(long, default_value_t = 10_000)]
+    hot_set: u64,
+    /// Jobs the checked 90/10 mix reads and writes (jobs 0..N; small, so
+    /// that most reads are of a job written during the run).
+    #[arg(long, default_value_t = 1_000)]
+    mixed_hot_set: u64,
+    /// redis-server binary: the cache scenarios start one of their own.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -151,6 +164,8 @@ struct Run {
     pg_ticks: u64,
     /// CPU of the load generator itself, in clock ticks.
     client_ticks: Option<u64>,
+    /// CPU of the bench's redis-server, in clock ticks (cache scenarios).
+    redis_ticks: Option<u64>,
     rss_peak_kib: Option<u64>,
     /// Label of the load (e.g. "32 streams", "open 2000/s").
     load: String,
@@ -165,6 +180,10 @@ impl Run {
         };
         self.pg_ticks += other.pg_ticks;
         self.client_ticks = match (self.client_ticks, other.client_ticks) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.redis_ticks = match (self.redis_ticks, other.redis_ticks) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
@@ -217,17 +236,31 @@ impl Bench {
     /// Runs `op` and samples server RSS, server, PostgreSQL and client CPU
     /// over the measurement window.
     async fn measure(&self, op: Op, load: Load, label: String) -> Run {
+        self.measure_on(self.server_pid, None, op, load, label).await
+    }
+
+    /// [`Bench::measure`] against the server `server_pid` (and a redis-server).
+    async fn measure_on(
+        &self,
+        server_pid: Option<u32>,
+        redis_pid: Option<u32>,
+        op: Op,
+        load: Load,
+        label: String,
+    ) -> Run {
         let start = Instant::now() + Duration::from_millis(50);
         let (from, to) = driver::window(&load, start);
         let task = tokio::spawn(driver::run(op, load, start, 0x5eed ^ start.elapsed().as_nanos() as u64));
         sleep_until(from).await;
         let me = std::process::id();
-        let srv0 = self.server_pid.and_then(sys::cpu_ticks);
+        let redis0 = redis_pid.and_then(sys::cpu_ticks);
+        let srv0 = server_pid.and_then(sys::cpu_ticks);
         let me0 = sys::cpu_ticks(me);
         let pg0 = self.pg_ticks().await;
-        let rss = self.server_pid.map(sys::RssSampler::start);
+        let rss = server_pid.map(sys::RssSampler::start);
         sleep_until(to).await;
-        let srv1 = self.server_pid.and_then(sys::cpu_ticks);
+        let srv1 = server_pid.and_then(sys::cpu_ticks);
+        let redis1 = redis_pid.and_then(sys::cpu_ticks);
         let me1 = sys::cpu_ticks(me);
         let pg1 = self.pg_ticks().await;
         let rss_peak_kib = match rss {
@@ -240,6 +273,7 @@ impl Bench {
             server_ticks: srv0.zip(srv1).map(|(a, b)| b.saturating_sub(a)),
             pg_ticks: pg,
             client_ticks: me0.zip(me1).map(|(a, b)| b.saturating_sub(a)),
+            redis_ticks: redis0.zip(redis1).map(|(a, b)| b.saturating_sub(a)),
             rss_peak_kib,
             stats,
             load: label,
@@ -250,17 +284,28 @@ impl Bench {
     /// drift on a shared machine, and what one run leaves behind for the
     /// next (dirty buffers, dead tuples), fall on both sides alike.
     async fn compare(&self, service: Op, baseline: Op, load: Load) -> (Run, Run) {
+        self.compare_on(self.server_pid, None, service, baseline, load).await
+    }
+
+    async fn compare_on(
+        &self,
+        pid: Option<u32>,
+        redis: Option<u32>,
+        service: Op,
+        baseline: Op,
+        load: Load,
+    ) -> (Run, Run) {
         let rounds = self.args.rounds.max(1);
         let part = Load { duration: load.duration / rounds as u32, ..load };
         let (mut s, mut b) = (Run::default(), Run::default());
         for r in 0..rounds {
             let label = load_label(&load);
             if r % 2 == 0 {
-                s.merge(self.measure(service.clone(), part, label.clone()).await);
-                b.merge(self.measure(baseline.clone(), part, label).await);
+                s.merge(self.measure_on(pid, redis, service.clone(), part, label.clone()).await);
+                b.merge(self.measure_on(pid, None, baseline.clone(), part, label).await);
             } else {
-                b.merge(self.measure(baseline.clone(), part, label.clone()).await);
-                s.merge(self.measure(service.clone(), part, label).await);
+                b.merge(self.measure_on(pid, None, baseline.clone(), part, label.clone()).await);
+                s.merge(self.measure_on(pid, redis, service.clone(), part, label).await);
             }
         }
         (s, b)
@@ -379,23 +424,15 @@ async fn run(args: Args) -> Result<(), String> {
     let mut start_times = Vec::new();
     let server_log = out_dir.join("server.log");
     let _ = std::fs::remove_file(&server_log);
+    let extra = args.server_arg.clone();
+    let env: Vec<(String, String)> = args
+        .server_env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
     let (server, addr, server_pid) = match (&args.server_bin, &args.addr) {
         (Some(bin), _) => {
-            let extra = args.server_arg.clone();
-            let env: Vec<(String, String)> = args
-                .server_env
-                .iter()
-                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-                .collect();
-            let sa = sys::ServerArgs {
-                env: &env,
-                bin,
-                database_url: &args.database_url,
-                jwt_secret: &args.jwt_secret,
-                pool_size: args.pool_size,
-                log: &server_log,
-                extra: &extra,
-            };
+            let sa = server_args(&args, bin, &env, &server_log, &extra);
             let mut last = None;
             for i in 0..args.starts.max(1) {
                 let (mut s, took) = sys::Server::start(&sa).await?;
@@ -450,7 +487,17 @@ async fn run(args: Args) -> Result<(), String> {
         list.deep_key = deep_key(&bench.admin, &list).await?;
     }
     let base = Baseline::new(&args.database_url, args.pool_size, &list)?;
-    let ctx = Arc::new(Ctx { svc, base, list, jobs: args.jobs });
+    let hot = args.hot_set.clamp(1, args.jobs);
+    let ctx = Arc::new(Ctx {
+        svc,
+        base: Arc::new(base),
+        list,
+        jobs: args.jobs,
+        hot,
+        mixed_hot: args.mixed_hot_set.clamp(1, hot),
+        tasks: args.concurrency,
+        truth: Truth::new(hot),
+    });
     if !ctx.list.deep_token.is_empty() {
         // Both sides must read the same page.
         let svc_first = ctx.svc.list(0, &ctx.list, ctx.list.page_size, &ctx.list.deep_token).await?.jobs;
@@ -532,6 +579,87 @@ async fn run(args: Args) -> Result<(), String> {
         rows.push(Row { name, service: Some(s), baseline: None });
     }
 
+    // The cache: GetJob over the hot set and the checked 90/10 mix, each on
+    // a fresh server (cache off, Redis, Redis + near cache) over one
+    // redis-server of the bench's own.
+    let mut notes: Vec<String> = Vec::new();
+    if (args.wants("cached") || args.wants("mixed-cached"))
+        && let Some(bin) = &args.server_bin
+    {
+        let redis = sys::Redis::start(&args.redis_server).await?;
+        let near_capacity = (2 * hot).to_string();
+        let configs: [(&str, Vec<&str>); 3] = [
+            ("cache off", vec![]),
+            ("Redis cache", vec!["--redis-url", &redis.url]),
+            (
+                "Redis + near cache",
+                vec!["--redis-url", &redis.url, "--cache-near", "--cache-near-capacity", &near_capacity],
+            ),
+        ];
+        for (label, cache_args) in configs {
+            let mut extra = extra.clone();
+            extra.extend(cache_args.iter().map(|a| a.to_string()));
+            let (srv, _) = sys::Server::start(&server_args(args, bin, &env, &server_log, &extra)).await?;
+            let channels = connect_channels(&srv.addr, args.connections).await?;
+            let c = Arc::new(Ctx {
+                svc: Service::new(&channels, &token),
+                base: ctx.base.clone(),
+                list: ctx.list.clone(),
+                jobs: args.jobs,
+                hot,
+                mixed_hot: args.mixed_hot_set.clamp(1, hot),
+                tasks: args.concurrency,
+                truth: Truth::new(hot),
+            });
+            if !cache_args.is_empty() {
+                // Warm: once into Redis, once more into the near cache (it
+                // is filled from Redis hits only).
+                let t0 = Instant::now();
+                c.svc.read_all(0, hot).await?;
+                c.svc.read_all(0, hot).await?;
+                eprintln!("bench: {label}: hot set read twice to warm it ({:.1?})", t0.elapsed());
+            }
+            let pid = Some(srv.pid());
+            let redis_pid = (!cache_args.is_empty()).then(|| redis.pid());
+            if args.wants("cached") {
+                let name = format!("GetJob, hot set of {hot}, {label}");
+                eprintln!("bench: {name}: service and baseline ({})", load_label(&load));
+                let m0 = sys::scrape(&srv.metrics);
+                let (s, b) = bench
+                    .compare_on(
+                        pid,
+                        redis_pid,
+                        scenarios::service_op(c.clone(), Kind::GetHot),
+                        scenarios::baseline_op(c.clone(), Kind::GetHot),
+                        load,
+                    )
+                    .await;
+                let m1 = sys::scrape(&srv.metrics);
+                notes.push(cache_note(&name, &m0, &m1, &s, bench.tck, None));
+                report_errors(&name, "service", &s.stats);
+                report_errors(&name, "baseline", &b.stats);
+                rows.push(Row { name, service: Some(s), baseline: Some(b) });
+            }
+            if args.wants("mixed-cached") {
+                let name = format!("mixed 90/10 GetJob/UpdateJob, {} jobs, {label}", c.mixed_hot);
+                eprintln!("bench: {name} ({})", load_label(&load));
+                c.truth.reset();
+                let m0 = sys::scrape(&srv.metrics);
+                let op = scenarios::service_op(c.clone(), Kind::MixedHot);
+                let s = bench.measure_on(pid, redis_pid, op, load, load_label(&load)).await;
+                let m1 = sys::scrape(&srv.metrics);
+                let checked = (
+                    c.truth.checked.load(std::sync::atomic::Ordering::Relaxed),
+                    c.truth.stale.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                notes.push(cache_note(&name, &m0, &m1, &s, bench.tck, Some(checked)));
+                report_errors(&name, "service", &s.stats);
+                rows.push(Row { name, service: Some(s), baseline: None });
+            }
+            drop(srv);
+        }
+    }
+
     let mut pgbench = None;
     if args.wants("pgbench")
         && let Some(url) = &args.pgbench_url
@@ -557,6 +685,7 @@ async fn run(args: Args) -> Result<(), String> {
         rss_load_peak: (rss_load_peak > 0).then_some(rss_load_peak),
         rss_streams,
         rss_after,
+        notes: &notes,
         total: started.elapsed(),
     });
     println!("{report}");
@@ -564,6 +693,62 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::write(&out, &report).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!("bench: report written to {}", out.display());
     Ok(())
+}
+
+/// Hit ratio (near hits count as hits; warm-up included), Redis CPU and,
+/// for a checked mix, the reads checked and the stale ones.
+fn cache_note(
+    name: &str,
+    m0: &HashMap<String, f64>,
+    m1: &HashMap<String, f64>,
+    run: &Run,
+    tck: f64,
+    checked: Option<(u64, u64)>,
+) -> String {
+    let d = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);
+    let (hit, miss, error) = (
+        d("bi_data_cache_requests_total{result=\"hit\"}"),
+        d("bi_data_cache_requests_total{result=\"miss\"}"),
+        d("bi_data_cache_requests_total{result=\"error\"}"),
+    );
+    let near = d("bi_data_cache_near_requests_total{result=\"hit\"}");
+    let total = near + hit + miss + error;
+    let mut out = format!("- {name}: ");
+    if total > 0.0 {
+        let _ = write!(
+            out,
+            "hit ratio {:.1} % ({near:.0} near + {hit:.0} Redis hits of {total:.0} look-ups; {miss:.0} misses, {error:.0} errors)",
+            100.0 * (near + hit) / total
+        );
+        if let Some(ms) = run.per_1k(run.redis_ticks, tck) {
+            let _ = write!(out, "; redis-server CPU {} ms/1k req", fmt_opt(Some(ms)));
+        }
+    } else {
+        out.push_str("no cache");
+    }
+    if let Some((n, stale)) = checked {
+        let _ = write!(out, "; {n} reads checked against the last acknowledged write, {stale} stale");
+    }
+    out
+}
+
+/// How a server is started: the bench's flags plus `extra`.
+fn server_args<'a>(
+    args: &'a Args,
+    bin: &'a std::path::Path,
+    env: &'a [(String, String)],
+    log: &'a std::path::Path,
+    extra: &'a [String],
+) -> sys::ServerArgs<'a> {
+    sys::ServerArgs {
+        env,
+        bin,
+        database_url: &args.database_url,
+        jwt_secret: &args.jwt_secret,
+        pool_size: args.pool_size,
+        log,
+        extra,
+    }
 }
 
 fn report_errors(name: &str, side: &str, s: &Stats) {
@@ -587,6 +772,8 @@ struct ReportIn<'a> {
     rss_load_peak: Option<u64>,
     rss_streams: Option<u64>,
     rss_after: Option<u64>,
+    /// Lines about the cache scenarios.
+    notes: &'a [String],
     total: Duration,
 }
 
@@ -685,7 +872,9 @@ fn render(r: &ReportIn<'_>) -> String {
         );
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "- GetJob with the cache on: not measured, the service has no cache yet.");
+    for n in r.notes {
+        let _ = writeln!(o, "{n}");
+    }
     if !r.start_times.is_empty() {
         let ms: Vec<String> =
             r.start_times.iter().map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0)).collect();

@@ -3,7 +3,13 @@
 //! prepared statement per request, tokio-postgres, no transaction or session
 //! set-up per request).
 
-use std::{hint::black_box, sync::Arc};
+use std::{
+    hint::black_box,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use bi_data::{
     api::convert::structure_out,
@@ -39,6 +45,11 @@ pub enum Kind {
     Update,
     /// 70 % Get, 20 % ListFirst, 5 % Create, 5 % Update.
     Mixed,
+    /// GetJob of a random id among the first `hot` jobs (what a cache can hold).
+    GetHot,
+    /// 90 % GetJob / 10 % UpdateJob over the hot set, every read checked
+    /// against the last acknowledged write of its job ([`Truth`]).
+    MixedHot,
 }
 
 impl Kind {
@@ -50,11 +61,14 @@ impl Kind {
             Kind::Create => "CreateJob (audit + request_id)".into(),
             Kind::Update => "UpdateJob (mask salary_max)".into(),
             Kind::Mixed => "mixed 90 % read / 10 % write".into(),
+            Kind::GetHot => "GetJob (random id of the hot set)".into(),
+            Kind::MixedHot => "mixed 90 % GetJob / 10 % UpdateJob, hot set, reads checked".into(),
         }
     }
 }
 
 /// The list request of the list scenarios, and where page N starts.
+#[derive(Clone)]
 pub struct ListSpec {
     pub filter: String,
     pub order_by: String,
@@ -94,6 +108,16 @@ impl Service {
         let mut r = Request::new(msg);
         r.metadata_mut().insert("authorization", self.auth.clone());
         r
+    }
+
+    /// Reads jobs `from..to` with BatchGetJobs, 500 per call (warms a cache).
+    pub async fn read_all(&self, from: u64, to: u64) -> Result<(), String> {
+        let ids: Vec<String> = (from..to).map(|i| job_id(i).to_string()).collect();
+        for chunk in ids.chunks(500) {
+            let r = self.req(pb::BatchGetJobsRequest { ids: chunk.to_vec() });
+            self.client(0).batch_get_jobs(r).await.map_err(status)?;
+        }
+        Ok(())
     }
 
     pub async fn list(
@@ -323,9 +347,66 @@ fn nonempty(n: usize) -> Result<(), String> {
 /// Everything the operations need, shared by all tasks.
 pub struct Ctx {
     pub svc: Service,
-    pub base: Baseline,
+    pub base: Arc<Baseline>,
     pub list: ListSpec,
     pub jobs: u64,
+    /// The hot set: jobs 0..hot.
+    pub hot: u64,
+    /// The checked mix's jobs: 0..mixed_hot (small, so most reads follow a write).
+    pub mixed_hot: u64,
+    /// Closed-loop tasks (MixedHot: task n writes only jobs n, n + tasks, ...).
+    pub tasks: usize,
+    pub truth: Truth,
+}
+
+/// What the generator knows of each hot job's `salary_max`: the value of
+/// its last acknowledged update and the one in flight (each job has one
+/// writing task, so at most one). A read must return one of the values
+/// known when it was sent or when it was answered; anything else (an older
+/// value) is a stale read.
+#[derive(Default)]
+pub struct Truth {
+    slots: Vec<Mutex<(Option<i64>, Option<i64>)>>,
+    next: AtomicU64,
+    pub checked: AtomicU64,
+    pub stale: AtomicU64,
+}
+
+impl Truth {
+    pub fn new(hot: u64) -> Truth {
+        Truth { slots: (0..hot).map(|_| Mutex::new((None, None))).collect(), ..Truth::default() }
+    }
+
+    fn snapshot(&self, i: u64) -> (Option<i64>, Option<i64>) {
+        *self.slots[i as usize].lock().expect("truth")
+    }
+
+    /// A value no update used before (above every generated salary_min).
+    fn fresh(&self) -> i64 {
+        500_000 + self.next.fetch_add(1, Ordering::Relaxed) as i64
+    }
+
+    fn sending(&self, i: u64, v: i64) {
+        self.slots[i as usize].lock().expect("truth").1 = Some(v);
+    }
+
+    fn acknowledged(&self, i: u64, v: i64) {
+        *self.slots[i as usize].lock().expect("truth") = (Some(v), None);
+    }
+
+    fn check(&self, before: (Option<i64>, Option<i64>), after: (Option<i64>, Option<i64>), got: Option<i64>) {
+        let Some(acked) = before.0 else { return }; // no write yet: the loaded value
+        self.checked.fetch_add(1, Ordering::Relaxed);
+        let ok = [Some(acked), before.1, after.0, after.1].contains(&got);
+        if !ok {
+            self.stale.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn reset(&self) {
+        self.checked.store(0, Ordering::Relaxed);
+        self.stale.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The request of one operation, drawn before it is sent.
@@ -335,10 +416,24 @@ enum Req {
     ListDeep,
     Create(u64),
     Update(u64, i64),
+    GetChecked(u64),
+    UpdateChecked(u64),
 }
 
-fn draw(kind: Kind, jobs: u64, rng: &mut Rng) -> Req {
+fn draw(kind: Kind, ctx: &Ctx, n: usize, rng: &mut Rng) -> Req {
+    let jobs = ctx.jobs;
     let kind = match kind {
+        Kind::GetHot => return Req::Get(rng.below(ctx.hot)),
+        Kind::MixedHot => {
+            let (hot, tasks) = (ctx.mixed_hot.max(1), ctx.tasks.max(1) as u64);
+            let n = n as u64 % tasks;
+            let owned = (hot.saturating_sub(n)).div_ceil(tasks).max(1);
+            return if rng.below(10) == 0 {
+                Req::UpdateChecked((n + tasks * rng.below(owned)).min(hot - 1))
+            } else {
+                Req::GetChecked(rng.below(hot))
+            };
+        }
         Kind::Mixed => match rng.below(100) {
             0..70 => Kind::Get,
             70..90 => Kind::ListFirst,
@@ -353,7 +448,17 @@ fn draw(kind: Kind, jobs: u64, rng: &mut Rng) -> Req {
         Kind::ListDeep => Req::ListDeep,
         Kind::Create => Req::Create(rng.next()),
         // Above every generated salary_min, so the update is always valid.
-        Kind::Update | Kind::Mixed => Req::Update(rng.below(jobs), 160_000 + rng.below(240) as i64 * 1000),
+        Kind::Update | Kind::Mixed | Kind::GetHot | Kind::MixedHot => {
+            Req::Update(rng.below(jobs), 160_000 + rng.below(240) as i64 * 1000)
+        }
+    }
+}
+
+fn salary_update(id: Uuid, salary_max: i64) -> pb::UpdateJobRequest {
+    pb::UpdateJobRequest {
+        job: Some(pb::Job { id: id.to_string(), salary_max: Some(salary_max), ..Default::default() }),
+        update_mask: Some(FieldMask { paths: vec!["salary_max".into()] }),
+        request_id: String::new(),
     }
 }
 
@@ -376,16 +481,23 @@ async fn service_call(ctx: &Ctx, n: usize, req: Req) -> Result<(), String> {
             Ok(())
         }
         Req::Update(i, salary_max) => {
-            let r = svc.req(pb::UpdateJobRequest {
-                job: Some(pb::Job {
-                    id: job_id(i).to_string(),
-                    salary_max: Some(salary_max),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask { paths: vec!["salary_max".into()] }),
-                request_id: String::new(),
-            });
+            let r = svc.req(salary_update(job_id(i), salary_max));
             svc.client(n).update_job(r).await.map_err(status)?;
+            Ok(())
+        }
+        Req::GetChecked(i) => {
+            let before = ctx.truth.snapshot(i);
+            let r = svc.req(pb::GetJobRequest { id: job_id(i).to_string() });
+            let job = svc.client(n).get_job(r).await.map_err(status)?.into_inner();
+            ctx.truth.check(before, ctx.truth.snapshot(i), job.salary_max);
+            Ok(())
+        }
+        Req::UpdateChecked(i) => {
+            let v = ctx.truth.fresh();
+            ctx.truth.sending(i, v);
+            let r = svc.req(salary_update(job_id(i), v));
+            svc.client(n).update_job(r).await.map_err(status)?;
+            ctx.truth.acknowledged(i, v);
             Ok(())
         }
     }
@@ -411,20 +523,25 @@ async fn baseline_call(ctx: &Ctx, req: Req) -> Result<(), String> {
         Req::Update(i, salary_max) => {
             one(decode(&b.query(&b.update, &[&TENANT, &job_id(i), &salary_max]).await?)?)
         }
+        Req::GetChecked(i) => one(decode(&b.query(&b.get, &[&TENANT, &job_id(i)]).await?)?),
+        Req::UpdateChecked(i) => {
+            let v = ctx.truth.fresh();
+            one(decode(&b.query(&b.update, &[&TENANT, &job_id(i), &v]).await?)?)
+        }
     }
 }
 
 pub fn service_op(ctx: Arc<Ctx>, kind: Kind) -> Op {
     Arc::new(move |n, rng| {
-        let req = draw(kind, ctx.jobs, rng);
+        let req = draw(kind, &ctx, n, rng);
         let ctx = ctx.clone();
         Box::pin(async move { service_call(&ctx, n, req).await })
     })
 }
 
 pub fn baseline_op(ctx: Arc<Ctx>, kind: Kind) -> Op {
-    Arc::new(move |_, rng| {
-        let req = draw(kind, ctx.jobs, rng);
+    Arc::new(move |n, rng| {
+        let req = draw(kind, &ctx, n, rng);
         let ctx = ctx.clone();
         Box::pin(async move { baseline_call(&ctx, req).await })
     })

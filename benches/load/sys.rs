@@ -2,6 +2,7 @@
 //! /proc, PostgreSQL backends' CPU, and pgbench.
 
 use std::{
+    collections::HashMap,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -84,6 +85,8 @@ impl RssSampler {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// Its /metrics listener, `127.0.0.1:port`.
+    pub metrics: String,
 }
 
 pub struct ServerArgs<'a> {
@@ -129,7 +132,11 @@ impl Server {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", a.bin.display()))?;
-        let mut server = Server { child, addr: format!("http://127.0.0.1:{port}") };
+        let mut server = Server {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            metrics: format!("127.0.0.1:{metrics_port}"),
+        };
         let deadline = t0 + Duration::from_secs(30);
         loop {
             if serving(&server.addr).await {
@@ -169,6 +176,67 @@ impl Drop for Server {
         if let Ok(None) = self.child.try_wait() {
             self.stop();
         }
+    }
+}
+
+/// `GET /metrics` of a server: `name{labels} value` lines as a map.
+pub fn scrape(addr: &str) -> HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut out = HashMap::new();
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return out };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").is_err() {
+        return out;
+    }
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    for line in raw.lines().filter(|l| l.starts_with("bi_data_")) {
+        if let Some((k, v)) = line.rsplit_once(' ')
+            && let Ok(v) = v.parse()
+        {
+            out.insert(k.to_owned(), v);
+        }
+    }
+    out
+}
+
+/// A redis-server of the bench's own on a free port, without persistence,
+/// so no entry of an earlier run (or of the dev environment) is read.
+pub struct Redis {
+    child: Child,
+    pub url: String,
+}
+
+impl Redis {
+    pub async fn start(bin: &Path) -> Result<Redis, String> {
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let redis = Redis { child, url: format!("redis://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not listen within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(redis)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

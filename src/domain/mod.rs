@@ -3,6 +3,7 @@
 //! its type check. Knows nothing of tonic, prost, SQL or the database.
 pub mod application;
 pub mod audit;
+pub mod codec;
 pub mod company;
 pub mod filter;
 pub mod filter_check;

@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use super::{Changes, Draft, Service, validate_new};
 use crate::{
-    domain::{record::Record, schema::Resource, value::Value},
+    domain::{audit::AUDIT_EVENT, ingest::INGEST_RUN, record::Record, schema::Resource, value::Value},
     error::{Error, FieldViolation},
     store::{Scope, import},
 };
@@ -61,15 +61,16 @@ impl Service {
             return Err(Error::Internal(format!("{} declares no import", res.name)));
         }
         let mut run = import::start(&self.store, scope, res, source_site.as_deref()).await?;
+        self.ingested(scope, Changes { queries: vec![&INGEST_RUN], ..Changes::default() }).await;
         let (queue, mut batches) = mpsc::channel::<import::Batch>(2);
         let (svc, wscope) = (self.clone(), scope.clone());
         let writer = tokio::spawn(
             async move {
                 while let Some(b) = batches.recv().await {
                     import::apply(&svc.store, &wscope, &mut run, b).await?;
-                    if let Some(c) = &svc.cache {
-                        c.invalidate(&wscope, &Changes::bulk(res)).await;
-                    }
+                    // Every row of the resource may have changed, and the run's counters did.
+                    let changes = Changes { rows: vec![(&INGEST_RUN, run.id)], ..Changes::bulk(res) };
+                    svc.ingested(&wscope, changes).await;
                 }
                 Ok::<_, Error>(run)
             }
@@ -136,6 +137,20 @@ impl Importer {
         drop(queue);
         let run = self.writer.await.map_err(|e| Error::Internal(format!("import writer: {e}")))??;
         let source = self.header_source.or(self.first_source);
-        import::finish(&self.svc.store, &self.scope, &run, source.as_deref()).await
+        let rec = import::finish(&self.svc.store, &self.scope, &run, source.as_deref()).await?;
+        // The run's row changed and an IMPORT event was written.
+        let changes =
+            Changes { rows: vec![(&INGEST_RUN, rec.id())], queries: vec![&AUDIT_EVENT], bulk: vec![] };
+        self.svc.ingested(&self.scope, changes).await;
+        Ok(rec)
+    }
+}
+
+impl Service {
+    /// Tells the cache what a committed step of an import changed.
+    async fn ingested(&self, scope: &Scope, changes: Changes) {
+        if let Some(c) = &self.cache {
+            c.invalidate(scope, &changes).await;
+        }
     }
 }

@@ -8,14 +8,16 @@
 //! [`Draft`]s and calls `store` for every statement. The edge (`api/`) maps
 //! proto messages to drafts and records back, and errors to statuses.
 //!
-//! Two seams for what comes next: [`ReadCache`] sits in front of
-//! `get`/`batch_get` and is told, after each commit, which rows and
-//! resources changed ([`Changes`]); [`AfterWrite`] hooks run inside a write
-//! transaction (e.g. a document's version rows).
+//! Two seams: [`ReadCache`] sits in front of `get`/`batch_get` (records)
+//! and of filtered lists and searches (encoded query results, `query.rs`),
+//! and is told, after each commit, which rows and resources changed
+//! ([`Changes`]); [`AfterWrite`] hooks run inside a write transaction (e.g.
+//! a document's version rows). The Redis implementation is `crate::cache`.
 
 mod events;
 mod import;
 pub mod page;
+mod query;
 mod read;
 mod search;
 mod write;
@@ -62,24 +64,34 @@ pub struct Draft {
 #[derive(Clone, Debug, Default)]
 pub struct Changes {
     pub rows: Vec<(&'static Resource, Uuid)>,
-    /// Resources any of whose rows may have changed (a bulk import batch).
+    /// Resources any of whose rows may have changed (a bulk import batch):
+    /// every cached record of them is stale too.
     pub bulk: Vec<&'static Resource>,
+    /// Resources that got new rows no cache holds yet (audit events and
+    /// ingest runs, written by the store's own code): only their query
+    /// results are stale.
+    pub queries: Vec<&'static Resource>,
 }
 
 impl Changes {
     /// Every row of `res` may have changed.
     pub fn bulk(res: &'static Resource) -> Changes {
-        Changes { rows: Vec::new(), bulk: vec![res] }
+        Changes { bulk: vec![res], ..Changes::default() }
     }
 
     pub fn push(&mut self, res: &'static Resource, id: Uuid) {
         self.rows.push((res, id));
     }
 
-    /// The resources touched, each once.
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.bulk.is_empty() && self.queries.is_empty()
+    }
+
+    /// The resources touched, each once: those whose query results are stale.
     pub fn resources(&self) -> Vec<&'static Resource> {
         let mut out: Vec<&'static Resource> = Vec::new();
-        for r in self.rows.iter().map(|(r, _)| r).chain(&self.bulk) {
+        for r in self.rows.iter().map(|(r, _)| r).chain(&self.bulk).chain(&self.queries) {
             if !out.iter().any(|o| o.name == r.name) {
                 out.push(r);
             }
@@ -88,13 +100,58 @@ impl Changes {
     }
 }
 
+/// What a cache answered for one record: the record, or a miss with the
+/// ticket its fill must present (a lease: an invalidation between the miss
+/// and the fill voids it, so a fill never overwrites a newer write).
+#[derive(Debug)]
+pub enum Cached {
+    Hit(Record),
+    Miss(Ticket),
+}
+
+/// Opaque to the service: handed from [`ReadCache::get`] to [`ReadCache::fill`].
+/// `Ticket::NONE`: do not fill (someone else holds the lease, or the cache
+/// is off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(pub u64);
+
+impl Ticket {
+    pub const NONE: Ticket = Ticket(0);
+}
+
+/// A query result computation handed to [`ReadCache::query`]: the encoded result.
+pub type Compute<'a> = BoxFuture<'a, Result<Vec<u8>, Error>>;
+
 /// Where a read-through cache plugs in. `get`/`batch_get` ask it first and
-/// fill it on a miss; every committed write reports its [`Changes`] before
-/// the call answers. Without one (`Service::new`), reads go to the store.
+/// fill it on a miss; filtered lists and searches go through `query`;
+/// every committed write reports its [`Changes`] before the call answers.
+/// Without one (`Service::new`), reads go to the store. A cache never fails
+/// a call: its own errors are misses.
 pub trait ReadCache: Send + Sync + 'static {
-    fn get<'a>(&'a self, scope: &'a Scope, res: &'static Resource, id: Uuid)
-    -> BoxFuture<'a, Option<Record>>;
-    fn fill<'a>(&'a self, scope: &'a Scope, res: &'static Resource, rec: &'a Record) -> BoxFuture<'a, ()>;
+    /// Records of `res` by id, in order.
+    fn get<'a>(
+        &'a self,
+        scope: &'a Scope,
+        res: &'static Resource,
+        ids: &'a [Uuid],
+    ) -> BoxFuture<'a, Vec<Cached>>;
+    /// Stores records read after a miss, each with the ticket of its miss.
+    fn fill<'a>(
+        &'a self,
+        scope: &'a Scope,
+        res: &'static Resource,
+        recs: &'a [(Ticket, &'a Record)],
+    ) -> BoxFuture<'a, ()>;
+    /// The result of the query `key` (any text naming it completely) over
+    /// `res`: cached while no write of the tenant's `res` committed since,
+    /// else `compute`d (once at a time per key) and stored.
+    fn query<'a>(
+        &'a self,
+        scope: &'a Scope,
+        res: &'static Resource,
+        key: String,
+        compute: Compute<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Error>>;
     fn invalidate<'a>(&'a self, scope: &'a Scope, changes: &'a Changes) -> BoxFuture<'a, ()>;
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{DEFAULT_PAGE_SIZE, MAX_BATCH, MAX_PAGE_SIZE, Service, not_found, page, parse_id};
+use super::{
+    Cached, DEFAULT_PAGE_SIZE, MAX_BATCH, MAX_PAGE_SIZE, Service, Ticket, not_found, page, parse_id, query,
+};
 use crate::{
     domain::{
         filter,
@@ -85,16 +87,20 @@ impl Service {
         view: View,
     ) -> Result<Record, Error> {
         let id = parse_id("id", id)?;
-        let cache = self.cache.as_ref().filter(|_| view == View::Full);
-        if let Some(c) = cache
-            && let Some(rec) = c.get(scope, res, id).await
-        {
-            return Ok(rec);
-        }
+        let Some(c) = self.cache.as_ref().filter(|_| view == View::Full) else {
+            return records::read_one(&self.store, scope, res, id, view)
+                .await?
+                .ok_or_else(|| not_found(res, id));
+        };
+        let ticket = match c.get(scope, res, &[id]).await.pop() {
+            Some(Cached::Hit(rec)) => return Ok(rec),
+            Some(Cached::Miss(t)) => t,
+            None => Ticket::NONE,
+        };
         let rec =
             records::read_one(&self.store, scope, res, id, view).await?.ok_or_else(|| not_found(res, id))?;
-        if let Some(c) = cache {
-            c.fill(scope, res, &rec).await;
+        if ticket != Ticket::NONE {
+            c.fill(scope, res, &[(ticket, &rec)]).await;
         }
         Ok(rec)
     }
@@ -120,21 +126,33 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()?;
         let cache = self.cache.as_ref().filter(|_| view == View::Full);
         let mut by_id: HashMap<Uuid, Record> = HashMap::with_capacity(parsed.len());
+        let mut tickets: HashMap<Uuid, Ticket> = HashMap::new();
         if let Some(c) = cache {
-            for id in &parsed {
-                if let Some(rec) = c.get(scope, res, *id).await {
-                    by_id.insert(*id, rec);
+            for (id, got) in parsed.iter().zip(c.get(scope, res, &parsed).await) {
+                match got {
+                    Cached::Hit(rec) => {
+                        by_id.insert(*id, rec);
+                    }
+                    Cached::Miss(t) => {
+                        tickets.insert(*id, t);
+                    }
                 }
             }
         }
-        let missing: Vec<Uuid> = parsed.iter().copied().filter(|id| !by_id.contains_key(id)).collect();
+        let mut missing: Vec<Uuid> = parsed.iter().copied().filter(|id| !by_id.contains_key(id)).collect();
+        missing.dedup();
         if !missing.is_empty() {
-            for rec in records::read_many(&self.store, scope, res, &missing, view).await? {
-                if let Some(c) = cache {
-                    c.fill(scope, res, &rec).await;
+            let read = records::read_many(&self.store, scope, res, &missing, view).await?;
+            if let Some(c) = cache {
+                let fills: Vec<(Ticket, &Record)> = read
+                    .iter()
+                    .filter_map(|r| tickets.get(&r.id()).filter(|t| **t != Ticket::NONE).map(|t| (*t, r)))
+                    .collect();
+                if !fills.is_empty() {
+                    c.fill(scope, res, &fills).await;
                 }
-                by_id.insert(rec.id(), rec);
             }
+            by_id.extend(read.into_iter().map(|r| (r.id(), r)));
         }
         parsed.iter().map(|id| by_id.get(id).cloned().ok_or_else(|| not_found(res, id))).collect()
     }
@@ -210,15 +228,30 @@ impl Service {
             view: args.view,
             subset: args.subset,
         };
-        let (mut rows, total) = records::read_page(&self.store, scope, res, &q).await?;
-        let next_page_token = if rows.len() > limit {
-            rows.truncate(limit);
-            let last = rows.last().expect("limit >= 1");
-            page::encode(&binding, &records::key_values(res, &keys, last))
-        } else {
-            String::new()
+        let read = async {
+            let (mut rows, total) = records::read_page(&self.store, scope, res, &q).await?;
+            let next_page_token = if rows.len() > limit {
+                rows.truncate(limit);
+                let last = rows.last().expect("limit >= 1");
+                page::encode(&binding, &records::key_values(res, &keys, last))
+            } else {
+                String::new()
+            };
+            Ok(Page { items: rows, next_page_token, total_size: total.unwrap_or(0) })
         };
-        Ok(Page { items: rows, next_page_token, total_size: total.unwrap_or(0) })
+        // Filtered or counted lists are the costly ones: cached as results
+        // under the resource's generation. A plain keyset page is an index
+        // range scan and is not worth a second copy.
+        match self.cache.as_ref().filter(|_| filter.is_some() || args.count) {
+            None => read.await,
+            Some(c) => {
+                let key =
+                    format!("list\n{binding}\n{}\n{limit}\n{}\n{:?}", args.page_token, args.count, args.view);
+                let compute = Box::pin(async { read.await.map(|p: Page| query::encode_page(&p)) });
+                let bytes = c.query(scope, res, key, compute).await?;
+                query::decode_page(res, &bytes)
+            }
+        }
     }
 
     /// Streams every record matching `filter`, in `order_by` order, in

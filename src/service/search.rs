@@ -3,7 +3,7 @@
 //! trigram fallback (`fuzzy`). Pages are keyset by (score, id), their
 //! tokens bound to the query, the filter and the mode.
 
-use super::{Hit, Service, page, read::parse_filter};
+use super::{Hit, Service, page, query, read::parse_filter};
 use crate::{
     domain::{
         schema::{FieldKind, Resource},
@@ -82,21 +82,32 @@ impl Service {
                 after = Some((*s, *id));
             }
         }
-        let db = self.store.begin_read(scope).await?;
-        let mut q = SearchQuery { text, filter: filter.as_ref().map(|f| &f.checked), after, limit, mode };
-        let mut hits = search::search(&db, scope.tenant, res, &q).await?;
-        if hits.is_empty() && after.is_none() && mode == Mode::FullText {
-            q.mode = Mode::Fuzzy;
-            hits = search::search(&db, scope.tenant, res, &q).await?;
-        }
-        db.commit().await?;
-        let next_page_token = if hits.len() > limit {
-            hits.truncate(limit);
-            let last = hits.last().expect("limit >= 1");
-            page::encode(&binding(q.mode), &[Value::Float(last.score), Value::Uuid(last.record.id())])
-        } else {
-            String::new()
+        let run = async {
+            let db = self.store.begin_read(scope).await?;
+            let mut q = SearchQuery { text, filter: filter.as_ref().map(|f| &f.checked), after, limit, mode };
+            let mut hits = search::search(&db, scope.tenant, res, &q).await?;
+            if hits.is_empty() && after.is_none() && mode == Mode::FullText {
+                q.mode = Mode::Fuzzy;
+                hits = search::search(&db, scope.tenant, res, &q).await?;
+            }
+            db.commit().await?;
+            let next_page_token = if hits.len() > limit {
+                hits.truncate(limit);
+                let last = hits.last().expect("limit >= 1");
+                page::encode(&binding(q.mode), &[Value::Float(last.score), Value::Uuid(last.record.id())])
+            } else {
+                String::new()
+            };
+            Ok(SearchPage { hits, next_page_token, fuzzy: q.mode == Mode::Fuzzy })
         };
-        Ok(SearchPage { hits, next_page_token, fuzzy: q.mode == Mode::Fuzzy })
+        match &self.cache {
+            None => run.await,
+            Some(c) => {
+                let key = format!("search\n{}\n{}\n{limit}", binding(Mode::FullText), args.page_token);
+                let compute = Box::pin(async { run.await.map(|p: SearchPage| query::encode_search(&p)) });
+                let bytes = c.query(scope, res, key, compute).await?;
+                query::decode_search(res, &bytes)
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     domain::{
-        audit::Action,
+        audit::{AUDIT_EVENT, Action},
         record::Record,
         schema::{Child, OnDelete, Resource},
         value::Value,
@@ -378,10 +378,14 @@ impl<'a> Unit<'a> {
             futures_util::future::try_join_all(remembers)
         )?;
         self.tx.commit().await?;
-        if let Some(c) = &self.svc.cache
-            && !self.changes.rows.is_empty()
-        {
-            c.invalidate(scope, &self.changes).await;
+        if let Some(c) = &self.svc.cache {
+            if !self.events.is_empty() {
+                // Audit events are new rows of their own resource: lists of them are stale.
+                self.changes.queries.push(&AUDIT_EVENT);
+            }
+            if !self.changes.is_empty() {
+                c.invalidate(scope, &self.changes).await;
+            }
         }
         Ok(())
     }

@@ -50,6 +50,11 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
         "3000",
         "--metrics-listen",
         "127.0.0.1:0",
+        // No shared cache unless a test asks for one (REDIS_URL is in the
+        // environment of scripts/env.sh): tests that count statements
+        // describe the uncached server.
+        "--redis-url",
+        "",
     ];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv).expect("valid test flags").command {
@@ -85,6 +90,11 @@ impl TestApp {
         let metrics_addr = running.metrics_addr;
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
         TestApp { addr, channel, metrics_addr, running: Some(running) }
+    }
+
+    /// The server's shared cache (with --redis-url).
+    pub fn cache(&self) -> Option<Arc<bi_data::cache::RedisCache>> {
+        self.running.as_ref().expect("running").cache()
     }
 
     pub fn query_stats(&self) -> Arc<bi_data::store::stats::QueryStats> {
@@ -132,6 +142,14 @@ impl TestApp {
             r.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// The shared Redis of the development environment (scripts/dev-env.sh).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
 }
 
 /// A fresh tenant with tokens for each role.

@@ -65,7 +65,8 @@ pub fn assert_checks<R: TestResource>(listed: &[&str]) {
     );
 }
 
-/// A server and a fresh tenant with its parents prepared.
+/// A server (with the shared cache on: every check runs through it) and a
+/// fresh tenant with its parents prepared.
 struct Fixture<R: TestResource> {
     app: TestApp,
     t: Tenant,
@@ -74,7 +75,7 @@ struct Fixture<R: TestResource> {
 
 impl<R: TestResource> Fixture<R> {
     async fn new() -> Self {
-        let app = TestApp::spawn().await;
+        let app = TestApp::spawn_with(&["--redis-url", &redis_url()]).await;
         let t = Tenant::new();
         let ctx = app.prepare::<R>(&t).await;
         Fixture { app, t, ctx }

@@ -29,18 +29,18 @@ use crate::{
     otlp::{self, RSpan},
 };
 
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
+pub(crate) const SERVER: i32 = 2;
+pub(crate) const CLIENT: i32 = 3;
 
 /// A fresh W3C parent: (trace id, parent span id, traceparent).
-fn parent() -> (String, String, String) {
+pub(crate) fn parent() -> (String, String, String) {
     let trace = Uuid::new_v4().simple().to_string();
     let span = Uuid::new_v4().simple().to_string()[..16].to_owned();
     let header = format!("00-{trace}-{span}-01");
     (trace, span, header)
 }
 
-fn traced<T>(token: &str, traceparent: &str, msg: T) -> Request<T> {
+pub(crate) fn traced<T>(token: &str, traceparent: &str, msg: T) -> Request<T> {
     let mut r = authed(token, msg);
     let md = r.metadata_mut();
     md.insert("traceparent", traceparent.parse().unwrap());
@@ -49,7 +49,7 @@ fn traced<T>(token: &str, traceparent: &str, msg: T) -> Request<T> {
     r
 }
 
-fn attr<'a>(s: &'a RSpan, k: &str) -> &'a str {
+pub(crate) fn attr<'a>(s: &'a RSpan, k: &str) -> &'a str {
     s.attrs.get(k).map(String::as_str).unwrap_or_else(|| panic!("{k} missing on {s:#?}"))
 }
 
@@ -227,14 +227,14 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-fn key(name: &str, labels: &[(&str, &str)]) -> String {
+pub(crate) fn key(name: &str, labels: &[(&str, &str)]) -> String {
     let mut l = labels.to_vec();
     l.sort();
     let l: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{name}{{{}}}", l.join(","))
 }
 
-async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+pub(crate) async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").await.unwrap();
     let mut raw = String::new();
@@ -245,7 +245,7 @@ async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     parse_prometheus(body)
 }
 
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, k: &str) -> f64 {
+pub(crate) fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, k: &str) -> f64 {
     after.get(k).copied().unwrap_or_else(|| panic!("{k} not in /metrics: {after:#?}"))
         - before.get(k).copied().unwrap_or(0.0)
 }

@@ -21,7 +21,9 @@ use bi_data::{
         value::Value,
     },
     error::Error,
-    service::{AfterWrite, Changes, Draft, ListArgs, ReadCache, Scope, Service, Unit, View},
+    service::{
+        AfterWrite, Cached, Changes, Compute, Draft, ListArgs, ReadCache, Scope, Service, Ticket, Unit, View,
+    },
     store::Store,
 };
 use futures_util::future::BoxFuture;
@@ -36,7 +38,7 @@ async fn service() -> (TestApp, Service) {
     (app, Service::new(store))
 }
 
-fn scope() -> Scope {
+pub(crate) fn scope() -> Scope {
     Scope {
         tenant: Uuid::new_v4(),
         actor: "service-test".into(),
@@ -49,7 +51,7 @@ fn scope() -> Scope {
 }
 
 /// A draft of `res` with the given fields set.
-fn draft(
+pub(crate) fn draft(
     res: &'static Resource,
     set: &[(&str, Value)],
 ) -> Option<(Draft, Vec<bi_data::error::FieldViolation>)> {
@@ -63,11 +65,11 @@ fn draft(
     Some((Draft { values, set: flags }, Vec::new()))
 }
 
-fn text(s: &str) -> Value {
+pub(crate) fn text(s: &str) -> Value {
     Value::Text(s.into())
 }
 
-async fn new_job(svc: &Service, scope: &Scope, res: &'static Resource, title: &str) -> Record {
+pub(crate) async fn new_job(svc: &Service, scope: &Scope, res: &'static Resource, title: &str) -> Record {
     svc.create(scope, res, draft(res, &[("title", text(title)), ("company_name", text("Acme"))]), "")
         .await
         .expect("job created")
@@ -380,11 +382,25 @@ struct Recorder {
 }
 
 impl ReadCache for Recorder {
-    fn get<'a>(&'a self, _: &'a Scope, _: &'static Resource, _: Uuid) -> BoxFuture<'a, Option<Record>> {
-        Box::pin(async { None })
+    fn get<'a>(&'a self, _: &'a Scope, _: &'static Resource, ids: &'a [Uuid]) -> BoxFuture<'a, Vec<Cached>> {
+        Box::pin(async { ids.iter().map(|_| Cached::Miss(Ticket(1))).collect() })
     }
-    fn fill<'a>(&'a self, _: &'a Scope, _: &'static Resource, rec: &'a Record) -> BoxFuture<'a, ()> {
-        Box::pin(async move { self.filled.lock().unwrap().push(rec.id()) })
+    fn fill<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'static Resource,
+        recs: &'a [(Ticket, &'a Record)],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.filled.lock().unwrap().extend(recs.iter().map(|(_, r)| r.id())) })
+    }
+    fn query<'a>(
+        &'a self,
+        _: &'a Scope,
+        _: &'static Resource,
+        _: String,
+        compute: Compute<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, Error>> {
+        compute
     }
     fn invalidate<'a>(&'a self, _: &'a Scope, changes: &'a Changes) -> BoxFuture<'a, ()> {
         Box::pin(async move {

@@ -27,9 +27,14 @@
 //!   (`tokio_postgres`, `postgres_types`, `deadpool_postgres`).
 //! - `no-upward-import`: a layer does not reach above itself through
 //!   `crate::…` paths (grouped `use crate::{…}` included): `src/store/**` not
-//!   `api`, `service`, `telemetry`, `app`; `src/domain/**` not `api`,
-//!   `service`, `store`, `telemetry`, `app`; `src/service/**` not `api`,
-//!   `app`.
+//!   `api`, `service`, `cache`, `telemetry`, `app`; `src/domain/**` not
+//!   `api`, `service`, `store`, `cache`, `telemetry`, `app`;
+//!   `src/service/**` not `api`, `app`, `cache` (the cache plugs into the
+//!   service's `ReadCache` seam, wired by `app.rs`); `src/cache/**` not
+//!   `api`, `app`, `store`, `telemetry` (it reaches the data only through
+//!   the seam).
+//! - `redis-in-cache-only`: the crates `redis` and `deadpool_redis` are
+//!   named only in `src/cache/**`.
 //! - `sql-in-sql-files`: in `src/store/**`, a hand-written statement lives in
 //!   a `.sql` file next to the code, loaded with `include_str!`. Reported: a
 //!   literal that is a whole statement (its text starts with `SELECT`,
@@ -59,6 +64,7 @@ enum Rule {
     DomainNoDriver,
     NoUpwardImport,
     SqlInSqlFiles,
+    RedisInCacheOnly,
 }
 
 impl Rule {
@@ -69,6 +75,7 @@ impl Rule {
             Rule::DomainNoDriver => "domain-no-driver",
             Rule::NoUpwardImport => "no-upward-import",
             Rule::SqlInSqlFiles => "sql-in-sql-files",
+            Rule::RedisInCacheOnly => "redis-in-cache-only",
         }
     }
 
@@ -81,6 +88,7 @@ impl Rule {
             Rule::SqlInSqlFiles => {
                 "a multi-line or long SQL statement literal in src/store/ (put it in a .sql file, include_str!)"
             }
+            Rule::RedisInCacheOnly => "the Redis client (redis, deadpool_redis) named outside src/cache/",
         }
     }
 }
@@ -400,11 +408,13 @@ fn under(file: &str, dir: &str) -> bool {
 /// The modules above a layer, which it must not import.
 fn above(file: &str) -> &'static [&'static str] {
     if under(file, "src/store/") {
-        &["api", "service", "telemetry", "app"]
+        &["api", "service", "cache", "telemetry", "app"]
     } else if under(file, "src/domain/") {
-        &["api", "service", "store", "telemetry", "app"]
+        &["api", "service", "store", "cache", "telemetry", "app"]
     } else if under(file, "src/service/") {
-        &["api", "app"]
+        &["api", "app", "cache"]
+    } else if under(file, "src/cache/") {
+        &["api", "app", "store", "telemetry"]
     } else {
         &[]
     }
@@ -441,6 +451,11 @@ fn check(file: &str, src: &str) -> Vec<Finding> {
         let driver = |w: &str| matches!(w, "tokio_postgres" | "postgres_types" | "deadpool_postgres");
         for line in crate_mentions(code, driver) {
             add(line, Rule::DomainNoDriver, source_line(line));
+        }
+    }
+    if !under(file, "src/cache/") {
+        for line in crate_mentions(code, |w| w == "redis" || w == "deadpool_redis") {
+            add(line, Rule::RedisInCacheOnly, source_line(line));
         }
     }
     let forbidden = above(file);
@@ -569,6 +584,11 @@ fn tidy_rules_on_examples() {
     let src = "use crate::{\n    error::Error,\n    telemetry::current_trace_id,\n};\nfn f() { crate::api::x(); }\n";
     assert_eq!(rules_of("src/store/x.rs", src), [(3, "no-upward-import"), (5, "no-upward-import")]);
     assert_eq!(rules_of("src/domain/x.rs", "use tokio_postgres::Row;\n"), [(1, "domain-no-driver")]);
+    // The cache plugs into the service, not the other way round; Redis stays in the cache.
+    let src = "use crate::cache::RedisCache;\nuse deadpool_redis::Pool;\nlet k = \"redis::cmd\";\n";
+    assert_eq!(rules_of("src/service/read.rs", src), [(1, "no-upward-import"), (2, "redis-in-cache-only")]);
+    let src = "use crate::{service::ReadCache, store::Tx};\nuse redis::Script;\n";
+    assert_eq!(rules_of("src/cache/mod.rs", src), [(1, "no-upward-import")]);
     // Statements in the store: long or multi-line ones belong in .sql files;
     // format! templates and fragments do not.
     let long = format!("let q = \"SELECT {} FROM jobs\";\n", "a, ".repeat(40).trim_end_matches(", "));
