@@ -1306,7 +1306,7 @@ impl TestResource for pb::Campaign {
     const OPS: &'static [Op] =
         &[Create, Get, List, Update, Delete, Undelete, RequestId, Audit, ShowDeleted, Parents];
     const OUTPUT_ONLY: &'static [&'static str] =
-        &["id", "status", "create_time", "update_time", "delete_time", "etag"];
+        &["id", "status", "sent_time", "response_time", "create_time", "update_time", "delete_time", "etag"];
 
     /// Two (company, opportunity of that company) pairs: samples alternate.
     type Ctx = [(String, String); 2];
