@@ -2,9 +2,9 @@
 //! opportunities found in them.
 
 use super::{
-    job::{JOB, MAX_TEXT},
+    job::JOB,
     outreach::CAMPAIGN,
-    record::{Fields, in_range, json_sizes, max_len, require_text, text_items},
+    record::{Fields, MAX_TEXT, in_range, json_sizes, max_len, require_text, text_items},
     schema::{
         Child, EnumDef, Field, FieldKind as K, MergeSpec, OnDelete, Parent, Resource, SearchSpec, Transitions,
     },

@@ -5,7 +5,7 @@ use chrono::Utc;
 use super::{
     application::APPLICATION,
     company::COMPANY,
-    record::{Fields, json_sizes, max_len, require_text},
+    record::{Fields, MAX_TEXT, json_sizes, max_len, require_text},
     schema::{
         Child, EnumDef, Field, FieldKind as K, ImportSpec, OnDelete, Parent, Resource, SearchSpec, Unique,
     },
@@ -81,9 +81,6 @@ pub static JOB: Resource = Resource {
     import: Some(&ImportSpec { key: "job_url", keep_on_update: &["status", "discovered_time"] }),
     ..Resource::BASE
 };
-
-/// Largest free-text field (description and the like).
-pub const MAX_TEXT: usize = 1 << 20;
 
 /// Applies defaults and checks every rule; all violations at once.
 pub fn normalize(v: &mut Fields<'_>) -> Result<(), Vec<FieldViolation>> {

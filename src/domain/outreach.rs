@@ -4,8 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     company::{COMPANY, OPPORTUNITY},
-    job::MAX_TEXT,
-    record::{Fields, max_len},
+    record::{Fields, MAX_TEXT, max_len},
     schema::{EnumDef, Field, FieldKind as K, Parent, Resource, Sequence, Subset, Transitions},
     value::Value,
 };

@@ -124,6 +124,9 @@ pub fn require_text(v: &Fields<'_>, name: &str, max: usize, errs: &mut Vec<Field
 }
 
 /// An optional text field of at most `max` characters.
+/// Largest free-text field (a description and the like).
+pub const MAX_TEXT: usize = 1 << 20;
+
 /// A float field, when set, lies in `lo..=hi`.
 pub fn in_range(v: &Fields<'_>, name: &str, lo: f64, hi: f64, errs: &mut Vec<FieldViolation>) {
     if let Value::Float(x) = v.get(name)
