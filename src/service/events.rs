@@ -38,6 +38,7 @@ impl Service {
         let id = parse_id("id", id)?;
         let now = Utc::now();
         // Stored with microseconds: a repeat compares equal to what was kept.
+        let given = at.is_some();
         let at = at.unwrap_or(now).trunc_subsecs(6);
         if at > now + MAX_EVENT_SKEW {
             return Err(Error::invalid("event_time", "event_time is more than an hour in the future"));
@@ -69,6 +70,10 @@ impl Service {
                     _ => None,
                 }
             });
+            // A retry without a time of the event the campaign last had.
+            if !given && latest.is_some_and(|(last, _)| last == event) {
+                return Ok(current);
+            }
             let Some(next) = apply_event(&current.values, event, at, latest)? else {
                 return Ok(current); // the same event again: nothing to do
             };

@@ -204,6 +204,28 @@ impl<'a> Unit<'a> {
         Ok(())
     }
 
+    /// An undelete needs the parents that delete with it (CASCADE or
+    /// RESTRICT relations; not KEEP) to be live.
+    async fn refuse_deleted_parents(&self, res: &'static Resource, rec: &Record) -> Result<(), Error> {
+        for p in res.parents {
+            let follows = p.resource.children.iter().any(|c| {
+                std::ptr::eq(c.resource, res)
+                    && c.column == res.fields[res.index(p.field)].column
+                    && c.on_delete != OnDelete::Keep
+            });
+            if let Value::Uuid(id) = rec.values[res.index(p.field)]
+                && follows
+                && !records::exists(&self.tx, self.scope.tenant, p.resource, id, None).await?
+            {
+                return Err(Error::FailedPrecondition {
+                    reason: "PARENT_DELETED",
+                    message: format!("{}: {} '{id}' is deleted; undelete it first", p.field, p.resource.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn after_write(
         &self,
         res: &'static Resource,
@@ -662,6 +684,7 @@ impl Service {
             }
             if !deleted {
                 refuse_merged(res, &current)?;
+                u.refuse_deleted_parents(res, &current).await?;
             }
             check_etag(res, etag, &current)?;
             let rec = u.set_deleted(res, &current, deleted, force).await?;

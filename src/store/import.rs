@@ -120,9 +120,15 @@ fn build_plan(res: &'static Resource) -> Plan {
         .filter(|f| f.name != "id" && !spec.keep_on_update.contains(&f.name))
         .map(|f| f.column)
         .collect();
-    let set: Vec<String> = updated.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    // An import never clears a reference (a scraper sends company_name,
+    // not the company_id a link or a merge set): an empty one keeps it.
+    let reference = |c: &str| res.parents.iter().any(|p| res.fields[res.index(p.field)].column == c);
+    let incoming = |c: &str| {
+        if reference(c) { format!("COALESCE(EXCLUDED.{c}, t.{c})") } else { format!("EXCLUDED.{c}") }
+    };
+    let set: Vec<String> = updated.iter().map(|c| format!("{c} = {}", incoming(c))).collect();
     let old: Vec<String> = updated.iter().map(|c| format!("t.{c}")).collect();
-    let new: Vec<String> = updated.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+    let new: Vec<String> = updated.iter().map(|c| incoming(c)).collect();
     let merge = format!(
         "WITH m AS (INSERT INTO {table} AS t (tenant_id, {list}) \
          SELECT $1, {list} FROM {staging} ORDER BY {key} \
@@ -312,7 +318,8 @@ async fn reject_missing_parents(
     if res.parents.is_empty() || batch.rows.is_empty() {
         return Ok(());
     }
-    let tx = store.begin_read(scope).await?;
+    // On the primary: a replica may not have the parent a caller just made.
+    let tx = store.begin(scope).await?;
     for p in res.parents {
         let i = res.index(p.field);
         let mut ids: Vec<Uuid> = batch

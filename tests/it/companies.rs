@@ -182,6 +182,11 @@ async fn campaign_events_move_status_forward_stamp_times_and_are_kept() {
         vec![(1, Sent as i32), (2, Opened as i32), (3, Replied as i32), (4, Interested as i32)],
         "every accepted event, numbered, oldest first; nothing for refused or repeated ones"
     );
+    // A retry without a time of the event the campaign last had: no change.
+    let (_, _, k3) = campaign_fixture(&app, &t).await;
+    let first = record(&app, &t, &k3.id, Sent, None).await.expect("SENT");
+    assert_eq!(record(&app, &t, &k3.id, Sent, None).await.expect("retry"), first);
+    assert_eq!(events(&app, &t, &k3.id).await.len(), 1);
     // UNSPECIFIED, a future time, another tenant's campaign.
     let e = record(&app, &t, &k.id, Unspecified, None).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -348,6 +353,10 @@ async fn references_must_be_live_rows_of_the_tenant_and_agree() {
         Some(pb::AuditAction::Delete as i32),
         "the cascade is audited"
     );
+    // A child the forced delete took cannot come back before its company.
+    let e = app.try_undelete::<pb::Campaign>(&t, &k.id).await.unwrap_err();
+    assert_status(&e, Code::FailedPrecondition, "parent deleted");
+    assert_eq!(reason(&e), "PARENT_DELETED");
     app.try_undelete::<pb::Company>(&t, &a.id).await.expect("undelete");
     assert!(app.get::<pb::Opportunity>(&t, &oa.id).await.delete_time.is_none(), "restored with it");
     assert!(app.get::<pb::Campaign>(&t, &k.id).await.delete_time.is_none(), "restored with it");
@@ -664,5 +673,15 @@ async fn an_import_rejects_rows_naming_a_company_that_does_not_exist() {
     assert_eq!((run.received, run.inserted, run.failed), (3, 2, 1), "{run:?}");
     assert_eq!(run.errors[0].index, 1);
     assert!(run.errors[0].reason.contains("company_id"), "{:?}", run.errors[0]);
+    // A re-import without the company (scrapers send only its name) keeps the link.
+    let url = format!("https://jobs.test/{}", uuid::Uuid::new_v4());
+    let linked =
+        app.create::<pb::Job>(&t, pb::Job { job_url: url.clone(), ..job_at(&live.id, "Live", 3) }).await;
+    let again = pb::Job { job_url: url, title: "Job 3 (renamed)".into(), ..job_at("", "Live", 3) };
+    let stream = tokio_stream::iter(vec![again]);
+    let run = app.jobs().import_jobs(authed(&t.writer, stream)).await.expect("re-import").into_inner();
+    assert_eq!(run.ingest_run.expect("run").updated, 1);
+    let job = app.get::<pb::Job>(&t, &linked.id).await;
+    assert_eq!((job.title.as_str(), job.company_id.as_str()), ("Job 3 (renamed)", live.id.as_str()));
     app.stop().await;
 }
