@@ -110,6 +110,7 @@ async fn warn_if_trigram_match_is_not_indexable(store: &Store) {
     let scope = crate::store::Scope {
         tenant: uuid::Uuid::nil(),
         actor: "startup".into(),
+        admin: true,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(5),

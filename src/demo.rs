@@ -727,6 +727,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let scope = Scope {
         tenant,
         actor: "demo-data".into(),
+        admin: true,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(60),

@@ -40,6 +40,12 @@ pub enum Error {
     },
     #[error("{message}")]
     Aborted { reason: &'static str, message: String },
+    /// The caller may not do this to this record (e.g. delete another's).
+    #[error("{message}")]
+    PermissionDenied { reason: &'static str, message: String },
+    /// A size limit was passed (an upload's content).
+    #[error("{message}")]
+    ResourceExhausted { reason: &'static str, message: String },
     #[error("deadline exceeded")]
     DeadlineExceeded,
     #[error("{0}")]

@@ -53,6 +53,7 @@ pub fn scope<T>(store: &Store, req: &Request<T>, request_id: &str) -> Result<(Sc
     let scope = Scope {
         tenant: auth.tenant_id,
         actor: auth.subject.clone(),
+        admin: auth.has(crate::auth::Role::Admin),
         request_id,
         // The call span's trace (the caller's, or a new one), so audit events
         // carry a trace id even when the caller sent none; the raw header

@@ -62,6 +62,8 @@ pub fn to_status(e: Error) -> Status {
             with_reason(Code::FailedPrecondition, reason, message)
         }
         Error::Aborted { reason, message } => with_reason(Code::Aborted, reason, message),
+        Error::PermissionDenied { reason, message } => with_reason(Code::PermissionDenied, reason, message),
+        Error::ResourceExhausted { reason, message } => with_reason(Code::ResourceExhausted, reason, message),
         Error::DeadlineExceeded => with_reason(
             Code::DeadlineExceeded,
             "DEADLINE_EXCEEDED",

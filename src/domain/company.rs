@@ -55,7 +55,7 @@ pub static COMPANY: Resource = Resource {
         vector: None,
         config: "simple",
         fuzzy: &["name_key"],
-        snippet: None,
+        snippet: &[],
         normalize: Some("bi_company_key"),
         threshold: Some(0.5),
     }),

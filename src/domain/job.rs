@@ -73,7 +73,7 @@ pub static JOB: Resource = Resource {
         vector: Some("search_vector"),
         config: "english",
         fuzzy: &["title", "company_name"],
-        snippet: None,
+        snippet: &[],
         normalize: None,
         threshold: None,
     }),

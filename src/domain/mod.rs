@@ -5,6 +5,7 @@ pub mod application;
 pub mod audit;
 pub mod codec;
 pub mod company;
+pub mod document;
 pub mod filter;
 pub mod filter_check;
 pub mod ingest;
@@ -28,6 +29,10 @@ pub static RESOURCES: &[&Resource] = &[
     &company::OPPORTUNITY,
     &outreach::CAMPAIGN,
     &outreach::CAMPAIGN_EVENT,
+    &document::DOCUMENT,
+    &document::DOCUMENT_VERSION,
+    &document::CONVERSATION,
+    &document::MESSAGE,
     &audit::AUDIT_EVENT,
 ];
 

@@ -38,17 +38,36 @@ impl Record {
         res.soft_delete && !self.get(res, "delete_time").is_null()
     }
 
-    /// `{field: value}` for audit snapshots.
+    /// `{field: value}` for audit snapshots. Large fields are left out (a
+    /// versioned resource keeps them in its versions; an event of a few
+    /// megabytes per status move helps no one).
     pub fn to_json(&self, res: &Resource) -> serde_json::Value {
-        let map =
-            res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
+        let map = res
+            .fields
+            .iter()
+            .zip(&self.values)
+            .filter(|(f, _)| !f.large)
+            .map(|(f, v)| (f.name.to_owned(), v.to_json()))
+            .collect();
         serde_json::Value::Object(map)
     }
 
-    /// The stored form of a record (idempotent replays): its fields by name
-    /// and its revision.
+    /// The stored form of a record (idempotent replays): every field by
+    /// name, large ones included, and its revision.
     pub fn to_stored(&self, res: &Resource) -> serde_json::Value {
-        serde_json::json!({"revision": self.revision, "fields": self.to_json(res)})
+        let fields: serde_json::Map<String, serde_json::Value> =
+            res.fields.iter().zip(&self.values).map(|(f, v)| (f.name.to_owned(), v.to_json())).collect();
+        serde_json::json!({"revision": self.revision, "fields": fields})
+    }
+
+    /// The record as the BASIC view reads it: large fields NULL.
+    pub fn basic(mut self, res: &Resource) -> Record {
+        for (f, v) in res.fields.iter().zip(self.values.iter_mut()) {
+            if f.large {
+                *v = Value::Null;
+            }
+        }
+        self
     }
 
     /// Reads [`Record::to_stored`] back; `None` if it does not fit `res`.

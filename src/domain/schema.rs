@@ -225,9 +225,14 @@ pub struct SearchSpec {
     /// `None`); higher for short normalized keys, where shared common words
     /// would otherwise match thousands of rows.
     pub threshold: Option<f64>,
-    /// Column a `ts_headline` snippet is cut from, if the resource has one.
-    pub snippet: Option<&'static str>,
+    /// Columns a `ts_headline` snippet is cut from (joined, in order; the
+    /// first [`SNIPPET_SCAN`] characters); none: no snippet.
+    pub snippet: &'static [&'static str],
 }
+
+/// Characters of text a search snippet is looked for in (`ts_headline`
+/// parses everything it is given).
+pub const SNIPPET_SCAN: usize = 65_536;
 
 /// Bulk upsert: rows match existing live rows by `key`.
 #[derive(Debug)]
@@ -252,6 +257,40 @@ pub struct Counter {
 pub struct Sequence {
     pub parent: &'static str,
     pub field: &'static str,
+}
+
+/// Content history: every change of the resource's content (every bump of
+/// its `counter`) appends an immutable row of `resource` (the version:
+/// parent, number, content type, size, SHA-256, author), whose bytes are
+/// rows of `chunks` (`tenant_id, version_id, seq, data`). Text of at most
+/// `inline_max` bytes is also kept in the resource's own `content` field
+/// (a large one: FULL reads and search); larger or binary content lives in
+/// the chunks only and is streamed.
+#[derive(Debug)]
+pub struct Versions {
+    pub resource: &'static Resource,
+    /// The version's field naming the versioned record.
+    pub parent: &'static str,
+    pub chunks: &'static str,
+    /// Fields of the versioned resource; the version resource names its
+    /// own the same (`version` is the counter's field).
+    pub content: &'static str,
+    pub content_type: &'static str,
+    pub size: &'static str,
+    pub sha256: &'static str,
+    /// The version's field holding the writer (the caller's subject).
+    pub author: &'static str,
+    pub inline_max: usize,
+}
+
+/// Totals a parent keeps of its children, exact because they are updated
+/// under the parent's row lock in the transaction appending the children:
+/// `count` counts them, each `(own, child's)` pair sums a child field.
+#[derive(Debug)]
+pub struct Tally {
+    pub child: &'static Resource,
+    pub count: &'static str,
+    pub sums: &'static [(&'static str, &'static str)],
 }
 
 /// Master data: records of this resource merge into a survivor, which the
@@ -303,6 +342,11 @@ pub struct Resource {
     pub subsets: &'static [&'static Subset],
     /// Written by the service only (no create/update through the API).
     pub read_only: bool,
+    /// Field set to the creator's subject on insert; only that caller or an
+    /// admin may delete or undelete the record.
+    pub owner: Option<&'static str>,
+    pub versions: Option<&'static Versions>,
+    pub tally: Option<&'static Tally>,
 }
 
 impl Resource {
@@ -325,6 +369,9 @@ impl Resource {
         merge: None,
         subsets: &[],
         read_only: false,
+        owner: None,
+        versions: None,
+        tally: None,
     };
 
     pub fn field(&self, name: &str) -> Option<&'static Field> {
@@ -427,6 +474,34 @@ impl Resource {
         if let Some(s) = self.sequence {
             need(s.parent, "sequence")?;
             need(s.field, "sequence")?;
+        }
+        if let Some(o) = self.owner {
+            need(o, "owner")?;
+        }
+        if let Some(v) = self.versions {
+            let Some(c) = self.counter else {
+                return Err(format!("{}: versions need a counter", self.name));
+            };
+            for f in [v.content, v.content_type, v.size, v.sha256] {
+                need(f, "versions")?;
+            }
+            for f in [v.parent, c.field, v.content_type, v.size, v.sha256, v.author] {
+                v.resource.index_of(f).ok_or_else(|| {
+                    format!("{}: versions {} have no field {f}", self.name, v.resource.name)
+                })?;
+            }
+            if !self.field(v.content).is_some_and(|f| f.large) {
+                return Err(format!("{}: versioned content {} must be large", self.name, v.content));
+            }
+        }
+        if let Some(t) = self.tally {
+            need(t.count, "tally")?;
+            for (own, theirs) in t.sums {
+                need(own, "tally")?;
+                t.child.index_of(theirs).ok_or_else(|| {
+                    format!("{}: tally child {} has no field {theirs}", self.name, t.child.name)
+                })?;
+            }
         }
         Ok(())
     }

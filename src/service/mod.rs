@@ -8,12 +8,18 @@
 //! [`Draft`]s and calls `store` for every statement. The edge (`api/`) maps
 //! proto messages to drafts and records back, and errors to statuses.
 //!
+//! Versioned content (`content.rs`: uploads, downloads, versions) and
+//! batches appended under a parent's lock or claimed from a queue
+//! (`append.rs`) are use cases on the same unit.
+//!
 //! Two seams: [`ReadCache`] sits in front of `get`/`batch_get` (records)
 //! and of filtered lists and searches (encoded query results, `query.rs`),
 //! and is told, after each commit, which rows and resources changed
 //! ([`Changes`]); [`AfterWrite`] hooks run inside a write transaction (e.g.
 //! a document's version rows). The Redis implementation is `crate::cache`.
 
+mod append;
+mod content;
 mod events;
 mod import;
 pub mod page;
@@ -28,6 +34,8 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 pub use self::{
+    append::MAX_CLAIM,
+    content::{DOWNLOAD_PIECE, UploadHead},
     events::{LINK_DEFAULT, LINK_MAX, Linked},
     import::{ImportItem, Importer},
     read::{ListArgs, Page},

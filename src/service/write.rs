@@ -24,7 +24,7 @@ use crate::{
     store::{
         Scope, Tx,
         audit::{self, Event},
-        idempotency, records,
+        content, idempotency, records,
     },
 };
 
@@ -39,6 +39,8 @@ pub struct Unit<'a> {
     /// `(request_id, method, response)` to remember at commit.
     responses: Vec<(String, String, Vec<u8>)>,
     changes: Changes,
+    /// Id of the next version row, whose chunks an upload already wrote.
+    staged: Option<Uuid>,
 }
 
 impl<'a> Unit<'a> {
@@ -60,6 +62,7 @@ impl<'a> Unit<'a> {
             events: Vec::new(),
             responses: Vec::new(),
             changes: Changes::default(),
+            staged: None,
         })
     }
 
@@ -134,7 +137,9 @@ impl<'a> Unit<'a> {
             fields: &'a serde_json::Value,
         }
         let id = rec.id();
-        let written = self.events.iter().rev().find(|e| e.entity == res.name && e.entity_id == id);
+        // Snapshots leave large fields out: those records are stored whole.
+        let whole = res.fields.iter().any(|f| f.large);
+        let written = self.events.iter().rev().find(|e| !whole && e.entity == res.name && e.entity_id == id);
         match written.and_then(|e| e.after.as_ref()) {
             Some(fields) => serde_json::to_vec(&Stored { revision: rec.revision, fields }),
             None => serde_json::to_vec(&rec.to_stored(res)),
@@ -246,15 +251,53 @@ impl<'a> Unit<'a> {
         if let Some(c) = res.counter {
             values[res.index(c.field)] = Value::Int(1);
         }
+        if let Some(o) = res.owner {
+            values[res.index(o)] = Value::Text(self.scope.actor.clone());
+        }
         if let Some(seq) = res.sequence {
             let parent = values[res.index(seq.parent)].clone();
             let n = records::next_in_sequence(&self.tx, self.scope.tenant, res, seq, &parent).await?;
             values[res.index(seq.field)] = Value::Int(n);
         }
         let rec = records::insert(&self.tx, self.scope.tenant, res, Uuid::now_v7(), &values).await?;
+        self.record_version(res, &rec).await?;
         self.after_write(res, None, &rec).await?;
         self.audit(res, Action::Create, None, &rec);
         Ok(rec)
+    }
+
+    /// The next version row of a versioned resource will be `id`, whose
+    /// chunks the caller wrote in this transaction (an upload).
+    pub fn stage_version(&mut self, id: Uuid) {
+        self.staged = Some(id);
+    }
+
+    /// Appends the version row of `rec`'s current content (its counter's
+    /// number, type, size, digest; the caller as author) and, unless an
+    /// upload staged them, its chunks from the inline text.
+    async fn record_version(&mut self, res: &'static Resource, rec: &Record) -> Result<(), Error> {
+        let (Some(v), Some(counter)) = (res.versions, res.counter) else {
+            return Ok(());
+        };
+        let vres = v.resource;
+        let staged = self.staged.take();
+        let version_id = staged.unwrap_or_else(Uuid::now_v7);
+        let mut values = vec![Value::Null; vres.fields.len()];
+        values[vres.index(v.parent)] = Value::Uuid(rec.id());
+        for f in [counter.field, v.content_type, v.size, v.sha256] {
+            values[vres.index(f)] = rec.get(res, f).clone();
+        }
+        values[vres.index(v.author)] = Value::Text(self.scope.actor.clone());
+        records::insert(&self.tx, self.scope.tenant, vres, version_id, &values).await?;
+        if staged.is_none()
+            && let Value::Text(text) = rec.get(res, v.content)
+        {
+            for (seq, chunk) in text.as_bytes().chunks(content::CHUNK_BYTES).enumerate() {
+                content::put_chunk(&self.tx, self.scope.tenant, v, version_id, seq as i32, chunk).await?;
+            }
+        }
+        self.changes.queries.push(vres);
+        Ok(())
     }
 
     /// Writes `next` over `before` (a row locked by [`Unit::lock`]): rules
@@ -270,9 +313,10 @@ impl<'a> Unit<'a> {
     ) -> Result<Record, Error> {
         normalize(res, &mut next, Some(&before.values)).map_err(|e| prefixed(res.name, e))?;
         check_transitions(res, &before.values, &next)?;
+        let mut bumped = false;
         if let Some(c) = res.counter {
             let i = res.index(c.field);
-            let bumped = c.bumps_on.iter().any(|f| {
+            bumped = c.bumps_on.iter().any(|f| {
                 let j = res.index(f);
                 next[j] != before.values[j]
             });
@@ -288,6 +332,9 @@ impl<'a> Unit<'a> {
         }
         self.check_parents(res, &next, Some(&changed)).await?;
         let rec = records::update(&self.tx, self.scope.tenant, res, before.id(), &next, &changed).await?;
+        if bumped {
+            self.record_version(res, &rec).await?;
+        }
         self.after_write(res, Some(before), &rec).await?;
         self.audit(res, action, Some(before.to_json(res)), &rec);
         Ok(rec)
@@ -387,7 +434,7 @@ impl<'a> Unit<'a> {
 
     /// Writes the events and the stored responses (one round trip),
     /// commits, then reports the changes to the cache.
-    async fn finish(mut self, response: impl FnOnce(&Self) -> Vec<u8>) -> Result<(), Error> {
+    pub(super) async fn finish(mut self, response: impl FnOnce(&Self) -> Vec<u8>) -> Result<(), Error> {
         let (rid, method) = (self.request_id, std::mem::take(&mut self.method));
         self.remember(rid, &method, response);
         let (tx, scope) = (&self.tx, self.scope);
@@ -462,7 +509,21 @@ pub(super) fn refuse_deleted(res: &'static Resource, rec: &Record) -> Result<(),
     Ok(())
 }
 
-fn check_etag(res: &'static Resource, given: &str, current: &Record) -> Result<(), Error> {
+/// Only the owner of an owned record (or an admin) may delete or restore it.
+fn refuse_not_owner(res: &'static Resource, scope: &Scope, rec: &Record) -> Result<(), Error> {
+    if let Some(o) = res.owner
+        && !scope.admin
+        && !matches!(rec.get(res, o), Value::Text(owner) if *owner == scope.actor)
+    {
+        return Err(Error::PermissionDenied {
+            reason: "NOT_OWNER",
+            message: format!("only the owner of this {} or an admin may do this", res.name),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn check_etag(res: &'static Resource, given: &str, current: &Record) -> Result<(), Error> {
     if !given.is_empty() && given != current.etag() {
         return Err(Error::Aborted {
             reason: "ETAG_MISMATCH",
@@ -672,6 +733,7 @@ impl Service {
                 return Ok(prev);
             }
             let current = u.lock(res, id).await?;
+            refuse_not_owner(res, scope, &current)?;
             let is_deleted = current.is_deleted(res);
             if deleted && is_deleted {
                 return Err(not_found(res, id));
@@ -871,7 +933,7 @@ fn refuse_merged(res: &'static Resource, rec: &Record) -> Result<(), Error> {
 }
 
 /// A stored batch response: the records, in order.
-fn stored_many(res: &'static Resource, j: &serde_json::Value) -> Result<Vec<Record>, Error> {
+pub(super) fn stored_many(res: &'static Resource, j: &serde_json::Value) -> Result<Vec<Record>, Error> {
     j.as_array()
         .and_then(|a| a.iter().map(|r| Record::from_stored(res, r)).collect::<Option<Vec<_>>>())
         .ok_or_else(|| Error::Internal(format!("stored response is no list of {}", res.name)))

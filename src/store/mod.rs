@@ -3,6 +3,7 @@
 //! operations every resource uses. Knows nothing of gRPC or prost.
 
 pub mod audit;
+pub mod content;
 pub mod filter_sql;
 pub mod idempotency;
 pub mod import;
@@ -85,6 +86,8 @@ async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 pub struct Scope {
     pub tenant: Uuid,
     pub actor: String,
+    /// The caller holds the admin role (may delete others' owned records).
+    pub admin: bool,
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
     /// Statement timeout for this transaction (the caller's deadline, capped).

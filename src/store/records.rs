@@ -420,6 +420,26 @@ fn subset_condition(res: &'static Resource, sub: &Subset) -> String {
     format!("{col} IN ({})", values.join(", "))
 }
 
+/// Locks up to `limit` live rows of a declared subset, oldest first,
+/// skipping rows another transaction holds (`FOR UPDATE SKIP LOCKED`): two
+/// workers never get the same row. BASIC view (large fields NULL).
+pub async fn claim(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    sub: &Subset,
+    limit: i64,
+) -> Result<Vec<Record>, Error> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE tenant_id = $1{} AND {} ORDER BY create_time, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        sql_for(res).select(View::Basic),
+        res.table,
+        if res.soft_delete { " AND delete_time IS NULL" } else { "" },
+        subset_condition(res, sub)
+    );
+    decode_rows(res, &tx.query(&sql, &[&tenant, &limit]).await?)
+}
+
 /// A list request after validation.
 pub struct ListQuery<'a> {
     pub filter: Option<&'a Checked>,

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     domain::{
         filter_check::Checked,
-        schema::{Resource, SearchSpec},
+        schema::{Resource, SNIPPET_SCAN, SearchSpec},
         value::Value,
     },
     error::Error,
@@ -115,16 +115,22 @@ pub async fn search(
     }
     let mut params: Vec<Value> = vec![Value::Uuid(tenant), Value::Text(text)];
     let (extra_from, matches, score) = ranking(spec, q.mode)?;
+    // Cut from the first SNIPPET_SCAN characters of the declared columns
+    // (ts_headline parses all it is given).
     let snippet = match (spec.snippet, q.mode) {
-        (Some(col), Mode::FullText) => format!(
-            ", ts_headline('{}', coalesce({col}, ''), q, 'MaxFragments=2, MaxWords=20, MinWords=5') AS snippet",
-            spec.config
+        (cols, Mode::FullText) if !cols.is_empty() => format!(
+            ", ts_headline('{}', left(concat_ws(' ', {}), {SNIPPET_SCAN}), q, \
+             'MaxFragments=2, MaxWords=20, MinWords=5') AS snippet",
+            spec.config,
+            cols.join(", ")
         ),
         _ => ", NULL::text AS snippet".to_owned(),
     };
+    // Hits carry no large fields (the BASIC view): a page of documents
+    // must not ship their content.
     let mut sql = format!(
         "SELECT {}, {score} AS score{snippet} FROM {}{}{extra_from} WHERE tenant_id = $1{} AND {matches}",
-        records::select_list(res, View::Full),
+        records::select_list(res, View::Basic),
         res.table,
         if extra_from.is_empty() { "" } else { ", " },
         if res.soft_delete { " AND delete_time IS NULL" } else { "" },

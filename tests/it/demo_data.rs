@@ -24,6 +24,7 @@ async fn demo_data_is_consistent_and_has_what_the_readme_uses() {
     let scope = Scope {
         tenant: t.id,
         actor: "demo-test".into(),
+        admin: true,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(60),

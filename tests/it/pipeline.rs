@@ -17,6 +17,7 @@ fn scope(tenant: Uuid) -> Scope {
     Scope {
         tenant,
         actor: "test".into(),
+        admin: true,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(5),

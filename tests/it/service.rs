@@ -42,6 +42,7 @@ pub(crate) fn scope() -> Scope {
     Scope {
         tenant: Uuid::new_v4(),
         actor: "service-test".into(),
+        admin: true,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(10),
