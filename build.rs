@@ -13,9 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bi/data/v1/company.proto",
         "proto/bi/data/v1/outreach.proto",
         "proto/bi/data/v1/audit.proto",
+        "proto/bi/data/v1/document.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("bi_data_descriptor.bin"))
+        // Content streams hand their buffers on without a copy.
+        .bytes(".bi.data.v1.UploadDocumentContentRequest.data")
+        .bytes(".bi.data.v1.DownloadDocumentContentResponse.data")
         .compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     // refinery embeds migrations/ at compile time: rebuild when it changes.

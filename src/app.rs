@@ -14,6 +14,7 @@ use crate::{
     api::{
         audit::AuditApi,
         companies::CompanyApi,
+        documents::DocumentApi,
         jobs::JobApi,
         middleware::{
             auth::AuthLayer,
@@ -29,7 +30,8 @@ use crate::{
     metrics::{self, Metrics},
     pb::{
         self, audit_service_server::AuditServiceServer, company_service_server::CompanyServiceServer,
-        job_service_server::JobServiceServer, outreach_service_server::OutreachServiceServer,
+        document_service_server::DocumentServiceServer, job_service_server::JobServiceServer,
+        outreach_service_server::OutreachServiceServer,
     },
     service::Service,
     store::{Store, idempotency, migrate, stats::QueryStats},
@@ -40,6 +42,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <JobServiceServer<JobApi> as NamedService>::NAME,
     <CompanyServiceServer<CompanyApi> as NamedService>::NAME,
     <OutreachServiceServer<OutreachApi> as NamedService>::NAME,
+    <DocumentServiceServer<DocumentApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
@@ -251,6 +254,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let outreach = OutreachServiceServer::new(OutreachApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let documents = DocumentServiceServer::new(DocumentApi::new(svc.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let audit = AuditServiceServer::new(AuditApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -279,6 +285,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .add_service(jobs)
         .add_service(companies)
         .add_service(outreach)
+        .add_service(documents)
         .add_service(audit);
 
     let drain = args.drain_timeout();

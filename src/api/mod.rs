@@ -7,6 +7,7 @@ pub mod audit;
 pub mod companies;
 pub mod context;
 pub mod convert;
+pub mod documents;
 pub mod jobs;
 pub mod middleware;
 pub mod outreach;

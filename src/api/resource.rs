@@ -400,6 +400,9 @@ pub(crate) mod tests {
         round_trip::<pb::Opportunity>(|_, _| None);
         round_trip::<pb::Campaign>(|_, _| None);
         round_trip::<pb::CampaignEvent>(|_, _| None);
+        round_trip::<pb::Document>(|_, _| None);
+        round_trip::<pb::Conversation>(|_, _| None);
+        round_trip::<pb::Message>(|_, _| None);
         round_trip::<pb::IngestRun>(|f, i| {
             (f.name == "errors").then(|| {
                 Value::Json(serde_json::json!([{"index": i, "reason": "bad", "job_url": "https://x"}]))

@@ -9,7 +9,8 @@ use bi_data::{
     config::{Cli, Command, ServeArgs},
     pb::{
         audit_service_client::AuditServiceClient, company_service_client::CompanyServiceClient,
-        job_service_client::JobServiceClient, outreach_service_client::OutreachServiceClient,
+        document_service_client::DocumentServiceClient, job_service_client::JobServiceClient,
+        outreach_service_client::OutreachServiceClient,
     },
 };
 use clap::Parser;
@@ -131,6 +132,13 @@ impl TestApp {
 
     pub fn outreach(&self) -> OutreachServiceClient<Channel> {
         OutreachServiceClient::new(self.channel.clone())
+    }
+
+    pub fn documents(&self) -> DocumentServiceClient<Channel> {
+        // Content travels in messages up to the server's limit.
+        DocumentServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
     }
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {

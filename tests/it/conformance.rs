@@ -920,3 +920,53 @@ conformance!(
         other_tenant_delete,
     ]
 );
+conformance!(
+    document,
+    bi_data::pb::Document,
+    [
+        create_round_trip,
+        create_sparse,
+        get_round_trip,
+        update_changes_only_masked_fields,
+        filters,
+        paging,
+        order_by_every_sortable_field,
+        page_token_bound_to_show_deleted,
+        mask_unknown_path,
+        mask_output_only_path,
+        update_stale_etag,
+        delete_stale_etag,
+        soft_delete,
+        update_deleted,
+        request_id_replay,
+        request_id_concurrent,
+        request_id_replay_update,
+        request_id_replay_delete,
+        request_id_other_method,
+        audit_create,
+        audit_update,
+        audit_delete_undelete,
+        other_tenant_list,
+        other_tenant_get,
+        other_tenant_update,
+        other_tenant_delete,
+    ]
+);
+conformance!(
+    conversation,
+    bi_data::pb::Conversation,
+    [
+        create_round_trip,
+        create_sparse,
+        get_round_trip,
+        filters,
+        paging,
+        order_by_every_sortable_field,
+        request_id_replay,
+        request_id_concurrent,
+        request_id_other_method,
+        audit_create,
+        other_tenant_list,
+        other_tenant_get,
+    ]
+);

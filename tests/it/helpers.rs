@@ -1434,3 +1434,223 @@ impl TestResource for pb::Campaign {
         ok(app.outreach().undelete_campaign(authed(&t.writer, req)).await)
     }
 }
+
+impl TestResource for pb::Document {
+    const ENTITY: &'static str = "document";
+    const SCHEMA: &'static Resource = &bi_data::domain::document::DOCUMENT;
+    const OPS: &'static [Op] = &[Create, Get, List, Update, Delete, Undelete, RequestId, Audit, ShowDeleted];
+    const OUTPUT_ONLY: &'static [&'static str] = &[
+        "id",
+        "version",
+        "size_bytes",
+        "sha256",
+        "owner",
+        "create_time",
+        "update_time",
+        "delete_time",
+        "etag",
+    ];
+
+    type Ctx = ();
+    async fn prepare(_: &TestApp, _: &Tenant) {}
+
+    fn sample(_: &(), n: usize) -> Self {
+        let kinds = [pb::DocumentKind::Srs, pb::DocumentKind::Diagram];
+        let statuses = [pb::DocumentStatus::InReview, pb::DocumentStatus::Published];
+        pb::Document {
+            title: format!("Sample Document {n}"),
+            kind: kinds[n % 2] as i32,
+            content: format!("# Sample {n}\n\nThe system shall do thing {n}."),
+            content_type: format!("text/markdown; v={n}"),
+            metadata: structure(serde_json::json!({"project": format!("p{n}"), "pages": n})),
+            status: statuses[n % 2] as i32,
+            filename: format!("doc-{n}.md"),
+            processing_status: pb::ProcessingStatus::Pending as i32,
+            ..Default::default()
+        }
+    }
+
+    fn sparse(_: &(), n: usize) -> Self {
+        pb::Document { title: format!("Sparse Document {n}"), ..Default::default() }
+    }
+
+    soft_deletable_accessors!();
+    fn inputs(self) -> Self {
+        pb::Document {
+            id: String::new(),
+            etag: String::new(),
+            version: 0,
+            size_bytes: 0,
+            sha256: String::new(),
+            owner: String::new(),
+            create_time: None,
+            update_time: None,
+            delete_time: None,
+            ..self
+        }
+    }
+
+    fn filters(d: &Self) -> Vec<FilterCase> {
+        let kind = pb::DocumentKind::try_from(d.kind).unwrap().as_str_name();
+        let status = pb::DocumentStatus::try_from(d.status).unwrap().as_str_name();
+        vec![
+            FilterCase::uuid("id", &d.id),
+            FilterCase::text("title", &d.title),
+            FilterCase::enumeration("kind", kind, "NOTE"),
+            FilterCase::text("content_type", &d.content_type),
+            FilterCase::json("metadata", "project", &struct_str(&d.metadata, "project")),
+            FilterCase::enumeration("status", status, "ARCHIVED"),
+            FilterCase::int("version", d.version).loose(),
+            FilterCase::text("filename", &d.filename),
+            FilterCase::int("size_bytes", d.size_bytes).loose(),
+            FilterCase::text("sha256", &d.sha256),
+            FilterCase::enumeration("processing_status", "PENDING", "READY").loose(),
+            FilterCase::text("owner", &d.owner).loose(),
+            FilterCase::time("create_time", &d.create_time),
+            FilterCase::time("update_time", &d.update_time),
+            FilterCase::null("delete_time"),
+        ]
+    }
+
+    fn mutation(d: &Self) -> Mutation<Self> {
+        let title = format!("{} v2", d.title);
+        Mutation {
+            patch: pb::Document {
+                id: d.id.clone(),
+                etag: d.etag.clone(),
+                title: title.clone(),
+                filename: "not in the mask".into(),
+                ..Default::default()
+            },
+            mask: &["title"],
+            expected: pb::Document { title, ..d.clone() },
+        }
+    }
+
+    async fn rpc_create(app: &TestApp, t: &Tenant, r: Self, request_id: &str) -> Result<Self, Status> {
+        let req = pb::CreateDocumentRequest { document: Some(r), request_id: request_id.into() };
+        ok(app.documents().create_document(authed(&t.writer, req)).await)
+    }
+    async fn rpc_get(app: &TestApp, t: &Tenant, id: &str) -> Result<Self, Status> {
+        let req = pb::GetDocumentRequest { id: id.into(), view: pb::DocumentView::Full as i32 };
+        ok(app.documents().get_document(authed(&t.reader, req)).await)
+    }
+    async fn rpc_list(app: &TestApp, t: &Tenant, o: ListOpts) -> Result<Page<Self>, Status> {
+        let req = pb::ListDocumentsRequest {
+            page_size: o.page_size,
+            page_token: o.page_token,
+            filter: o.filter,
+            order_by: o.order_by,
+            show_deleted: o.show_deleted,
+            count: o.count,
+            view: pb::DocumentView::Full as i32,
+        };
+        let r = ok(app.documents().list_documents(authed(&t.reader, req)).await)?;
+        Ok(Page { items: r.documents, next_page_token: r.next_page_token, total_size: r.total_size })
+    }
+    async fn rpc_update(
+        app: &TestApp,
+        t: &Tenant,
+        r: Self,
+        update_mask: Option<FieldMask>,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req = pb::UpdateDocumentRequest { document: Some(r), update_mask, request_id: request_id.into() };
+        ok(app.documents().update_document(authed(&t.writer, req)).await)
+    }
+    async fn rpc_delete(
+        app: &TestApp,
+        t: &Tenant,
+        id: &str,
+        etag: &str,
+        request_id: &str,
+    ) -> Result<Self, Status> {
+        let req =
+            pb::DeleteDocumentRequest { id: id.into(), etag: etag.into(), request_id: request_id.into() };
+        ok(app.documents().delete_document(authed(&t.writer, req)).await)
+    }
+    async fn rpc_undelete(app: &TestApp, t: &Tenant, id: &str, request_id: &str) -> Result<Self, Status> {
+        let req = pb::UndeleteDocumentRequest { id: id.into(), request_id: request_id.into() };
+        ok(app.documents().undelete_document(authed(&t.writer, req)).await)
+    }
+}
+
+impl TestResource for pb::Conversation {
+    const ENTITY: &'static str = "conversation";
+    const SCHEMA: &'static Resource = &bi_data::domain::document::CONVERSATION;
+    const OPS: &'static [Op] = &[Create, Get, List, RequestId, Audit];
+    const OUTPUT_ONLY: &'static [&'static str] =
+        &["id", "owner", "message_count", "total_tokens", "create_time", "update_time", "etag"];
+
+    type Ctx = ();
+    async fn prepare(_: &TestApp, _: &Tenant) {}
+
+    fn sample(_: &(), n: usize) -> Self {
+        pb::Conversation {
+            title: format!("Conversation {n}"),
+            metadata: structure(serde_json::json!({"topic": format!("t{n}")})),
+            ..Default::default()
+        }
+    }
+
+    fn sparse(_: &(), n: usize) -> Self {
+        pb::Conversation { title: format!("Sparse Conversation {n}"), ..Default::default() }
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn etag(&self) -> &str {
+        &self.etag
+    }
+    fn update_time(&self) -> Option<Timestamp> {
+        self.update_time
+    }
+    fn inputs(self) -> Self {
+        pb::Conversation {
+            id: String::new(),
+            etag: String::new(),
+            owner: String::new(),
+            message_count: 0,
+            total_tokens: 0,
+            create_time: None,
+            update_time: None,
+            ..self
+        }
+    }
+
+    fn filters(c: &Self) -> Vec<FilterCase> {
+        vec![
+            FilterCase::uuid("id", &c.id),
+            FilterCase::text("title", &c.title),
+            FilterCase::json("metadata", "topic", &struct_str(&c.metadata, "topic")),
+            FilterCase::text("owner", &c.owner).loose(),
+            FilterCase::int("message_count", 0).loose(),
+            FilterCase::int("total_tokens", 0).loose(),
+            FilterCase::time("create_time", &c.create_time),
+            FilterCase::time("update_time", &c.update_time),
+        ]
+    }
+
+    async fn rpc_create(app: &TestApp, t: &Tenant, r: Self, request_id: &str) -> Result<Self, Status> {
+        let req = pb::CreateConversationRequest { conversation: Some(r), request_id: request_id.into() };
+        ok(app.documents().create_conversation(authed(&t.writer, req)).await)
+    }
+    async fn rpc_get(app: &TestApp, t: &Tenant, id: &str) -> Result<Self, Status> {
+        ok(app
+            .documents()
+            .get_conversation(authed(&t.reader, pb::GetConversationRequest { id: id.into() }))
+            .await)
+    }
+    async fn rpc_list(app: &TestApp, t: &Tenant, o: ListOpts) -> Result<Page<Self>, Status> {
+        let req = pb::ListConversationsRequest {
+            page_size: o.page_size,
+            page_token: o.page_token,
+            filter: o.filter,
+            order_by: o.order_by,
+            count: o.count,
+        };
+        let r = ok(app.documents().list_conversations(authed(&t.reader, req)).await)?;
+        Ok(Page { items: r.conversations, next_page_token: r.next_page_token, total_size: r.total_size })
+    }
+}

@@ -440,7 +440,7 @@ async fn search_is_declared_per_resource_with_snippets_where_declared() {
         vector: Some("search_vector"),
         config: "english",
         fuzzy: &["title"],
-        snippet: Some("description"),
+        snippet: &["description"],
         normalize: None,
         threshold: None,
     };
