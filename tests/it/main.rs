@@ -6,6 +6,7 @@ mod common;
 mod companies;
 mod conformance;
 mod demo_data;
+mod documents;
 mod helpers;
 mod jobs_crud;
 mod listing;
