@@ -13,6 +13,7 @@ use crate::{
     config::DemoArgs,
     domain::{
         company::{COMPANY, COMPANY_SIZE, COMPLEXITY, OPPORTUNITY, OPPORTUNITY_STATUS},
+        document::{CONVERSATION, DOCUMENT, DOCUMENT_KIND, MESSAGE},
         job::{EXPERIENCE_LEVEL, JOB, JOB_STATUS, JOB_TYPE},
         outreach::{CAMPAIGN, CAMPAIGN_STATUS, DUE_FOLLOW_UPS},
         record::{Fields, Record},
@@ -698,6 +699,126 @@ async fn create_all(
     Ok(out)
 }
 
+/// Business-analysis documents: each kind, each edited into a few
+/// versions (through `update`, so versions are written as the API writes
+/// them), and a conversation that produced the SRS.
+const DEMO_DOCUMENTS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "SRS",
+        "Customer portal SRS",
+        "text/markdown",
+        &[
+            "# Customer portal\n\n## Scope\nCustomers see their invoices online.",
+            "# Customer portal\n\n## Scope\nCustomers see and pay their invoices online.\n\n## Requirements\n- FR-1 Login with single sign-on.",
+            "# Customer portal\n\n## Scope\nCustomers see and pay their invoices online.\n\n## Requirements\n- FR-1 Login with single sign-on.\n- FR-2 Download invoices as PDF.\n- NFR-1 Pages load within 2 s.",
+        ],
+    ),
+    (
+        "SRS",
+        "Warehouse scanning SRS",
+        "text/markdown",
+        &[
+            "# Warehouse scanning\nPickers scan every parcel.",
+            "# Warehouse scanning\nPickers scan every parcel; scans sync when the network returns.",
+        ],
+    ),
+    (
+        "WIREFRAME",
+        "Invoice list wireframe",
+        "text/html",
+        &[
+            "<main><h1>Invoices</h1><table></table></main>",
+            "<main><h1>Invoices</h1><input placeholder=\"Search invoices\"><table></table></main>",
+        ],
+    ),
+    (
+        "DIAGRAM",
+        "Payment sequence diagram",
+        "text/vnd.mermaid",
+        &[
+            "sequenceDiagram\n  Customer->>Portal: Pay invoice\n  Portal->>PSP: Charge",
+            "sequenceDiagram\n  Customer->>Portal: Pay invoice\n  Portal->>PSP: Charge\n  PSP-->>Portal: Receipt",
+        ],
+    ),
+    (
+        "NOTE",
+        "Stakeholder interview notes",
+        "text/plain",
+        &[
+            "Finance wants invoice payment online; support asks for fewer calls about invoices.",
+            "Finance wants invoice payment online; support asks for fewer calls about invoices. Legal: keep invoices 10 years.",
+        ],
+    ),
+];
+
+const DEMO_CONVERSATION: &[(&str, &str)] = &[
+    ("SYSTEM", "You are a business analyst assistant. Write requirements as numbered, testable statements."),
+    ("USER", "Draft the requirements for a customer portal where customers pay invoices."),
+    ("ASSISTANT", "FR-1 Customers log in with single sign-on. FR-2 Customers see their open invoices."),
+    ("USER", "Add PDF downloads and a performance requirement."),
+    ("ASSISTANT", "FR-3 Customers download invoices as PDF. NFR-1 Every page loads within 2 seconds."),
+    ("USER", "Thanks, save it as the portal SRS."),
+];
+
+struct DemoDocuments {
+    documents: Vec<(&'static str, usize)>,
+    document_versions: usize,
+    conversations: usize,
+    messages: usize,
+}
+
+async fn demo_documents(svc: &Service, scope: &Scope) -> Result<DemoDocuments, Error> {
+    let mut versions = 0;
+    for (i, (kind, title, content_type, contents)) in DEMO_DOCUMENTS.iter().enumerate() {
+        let mut values = vec![Value::Null; DOCUMENT.fields.len()];
+        let mut v = Fields::new(&DOCUMENT, &mut values);
+        v.set("title", Value::Text((*title).to_owned()));
+        v.set("kind", Value::Text((*kind).to_owned()));
+        v.set("content", Value::Text(contents[0].to_owned()));
+        v.set("content_type", Value::Text((*content_type).to_owned()));
+        v.set("filename", Value::Text(format!("{}.txt", title.to_lowercase().replace(' ', "-"))));
+        v.set(
+            "metadata",
+            Value::Json(serde_json::json!({"project": if i < 1 || i > 2 { "portal" } else { "warehouse" }})),
+        );
+        let set = values.iter().map(|v| !v.is_null()).collect();
+        let doc = svc.create(scope, &DOCUMENT, Some((Draft { values, set }, Vec::new())), "").await?;
+        let content = DOCUMENT.index("content");
+        for text in &contents[1..] {
+            svc.mutate(scope, &DOCUMENT, doc.id(), "", "", "Update", |cur| {
+                let mut next = cur.values.clone();
+                next[content] = Value::Text((*text).to_owned());
+                Ok(next)
+            })
+            .await?;
+        }
+        versions += contents.len();
+    }
+    let mut values = vec![Value::Null; CONVERSATION.fields.len()];
+    Fields::new(&CONVERSATION, &mut values).set("title", Value::Text("Customer portal requirements".into()));
+    let set = values.iter().map(|v| !v.is_null()).collect();
+    let conv = svc.create(scope, &CONVERSATION, Some((Draft { values, set }, Vec::new())), "").await?;
+    let messages = DEMO_CONVERSATION
+        .iter()
+        .map(|(role, text)| {
+            let mut values = vec![Value::Null; MESSAGE.fields.len()];
+            let mut v = Fields::new(&MESSAGE, &mut values);
+            v.set("role", Value::Text((*role).to_owned()));
+            v.set("content", Value::Text((*text).to_owned()));
+            v.set("token_count", Value::Int(text.split_whitespace().count() as i64 * 4 / 3));
+            let set = values.iter().map(|v| !v.is_null()).collect();
+            (Draft { values, set }, Vec::new())
+        })
+        .collect();
+    let (_, appended) = svc.append(scope, &CONVERSATION, &conv.id().to_string(), messages, "").await?;
+    let documents = DOCUMENT_KIND
+        .values
+        .iter()
+        .map(|k| (*k, DEMO_DOCUMENTS.iter().filter(|d| d.0 == *k).count()))
+        .collect();
+    Ok(DemoDocuments { documents, document_versions: versions, conversations: 1, messages: appended.len() })
+}
+
 /// What [`load`] created.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -716,6 +837,11 @@ pub struct Summary {
     pub campaign_events: usize,
     /// Open campaigns whose follow-up time had passed when loading ended.
     pub due_follow_ups: usize,
+    /// Documents per kind, in the enum's order; versions of all of them.
+    pub documents: Vec<(&'static str, usize)>,
+    pub document_versions: usize,
+    pub conversations: usize,
+    pub messages: usize,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
@@ -756,6 +882,14 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
     println!("opportunities={} {}", total(&s.opportunities), tally(&s.opportunities));
     println!("campaigns={} {}", total(&s.campaigns), tally(&s.campaigns));
     println!("campaign_events={} due_follow_ups={}", s.campaign_events, s.due_follow_ups);
+    println!(
+        "documents={} {} document_versions={} conversations={} messages={}",
+        total(&s.documents),
+        tally(&s.documents),
+        s.document_versions,
+        s.conversations,
+        s.messages
+    );
     println!("elapsed_ms={}", started.elapsed().as_millis());
     match &args.auth.jwt_secret {
         Some(secret) => {
@@ -945,7 +1079,12 @@ pub async fn load(svc: &Service, scope: &Scope, jobs: usize) -> Result<Summary, 
     let count = |values: &[&'static str], seen: &[&str]| -> Vec<(&'static str, usize)> {
         values.iter().map(|v| (*v, seen.iter().filter(|s| *s == v).count())).collect()
     };
+    let docs = demo_documents(svc, scope).await?;
     Ok(Summary {
+        documents: docs.documents,
+        document_versions: docs.document_versions,
+        conversations: docs.conversations,
+        messages: docs.messages,
         jobs: created,
         companies: companies.len(),
         near_duplicates: duplicates,

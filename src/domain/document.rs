@@ -75,7 +75,9 @@ pub static DOCUMENT: Resource = Resource {
         threshold: None,
         snippet: &["title", "content"],
     }),
-    counter: Some(&Counter { field: "version", bumps_on: &["content", "content_type", "sha256"] }),
+    // A new version when the bytes change (the digest: binary uploads leave
+    // `content` NULL). The version records the content type of its time.
+    counter: Some(&Counter { field: "version", bumps_on: &["content", "sha256"] }),
     versions: Some(&Versions {
         resource: &DOCUMENT_VERSION,
         parent: "document_id",

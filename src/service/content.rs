@@ -64,7 +64,7 @@ impl Service {
     /// record's row lock at the end; a stream that breaks (or a caller that
     /// goes away) rolls all of it back. Past `max` bytes the upload stops at
     /// once with RESOURCE_EXHAUSTED; a given SHA-256 must match. Content
-    /// identical to the current version (same digest and type) creates no
+    /// identical to the current version's bytes (same digest) creates no
     /// version and returns the record as it is.
     pub async fn upload<S>(
         &self,
@@ -164,10 +164,9 @@ impl Service {
             let current = u.lock(res, id).await?;
             refuse_deleted(res, &current)?;
             check_etag(res, head.etag, &current)?;
-            let same = |f: &str, v: &str| matches!(current.get(res, f), Value::Text(s) if s == v);
-            if same(spec.sha256, &digest) && same(spec.content_type, &content_type) {
-                // The current version already: nothing to store (the
-                // dropped unit rolls the chunks back).
+            if matches!(current.get(res, spec.sha256), Value::Text(s) if *s == digest) {
+                // The current version's bytes already: nothing to store
+                // (the dropped unit rolls the chunks back).
                 return Ok(current);
             }
             let mut next = current.values.clone();
@@ -182,6 +181,9 @@ impl Service {
             }
             u.stage_version(version_id);
             let rec = u.write(res, &current, next, Action::Update).await?;
+            if !u.version_written() {
+                return Err(Error::Internal(format!("{} upload wrote no version", res.name)));
+            }
             u.commit_one(res, &rec).await?;
             Ok(rec)
         };

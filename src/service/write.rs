@@ -272,6 +272,11 @@ impl<'a> Unit<'a> {
         self.staged = Some(id);
     }
 
+    /// Whether the staged version was written (the write moved the counter).
+    pub fn version_written(&self) -> bool {
+        self.staged.is_none()
+    }
+
     /// Appends the version row of `rec`'s current content (its counter's
     /// number, type, size, digest; the caller as author) and, unless an
     /// upload staged them, its chunks from the inline text.

@@ -137,5 +137,35 @@ async fn demo_data_is_consistent_and_has_what_the_readme_uses() {
         .into_inner()
         .campaigns;
     assert_eq!(due.len(), s.due_follow_ups);
+
+    // Documents of every kind with their versions, and the conversation.
+    let docs = app.documents();
+    let listed = docs
+        .clone()
+        .list_documents(authed(
+            &t.reader,
+            bi_data::pb::ListDocumentsRequest { page_size: 1000, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .documents;
+    for (kind, n) in &s.documents {
+        let number =
+            bi_data::pb::DocumentKind::from_str_name(&format!("DOCUMENT_KIND_{kind}")).unwrap() as i32;
+        assert!(*n > 0, "{kind}");
+        assert_eq!(listed.iter().filter(|d| d.kind == number).count(), *n, "{kind}");
+    }
+    assert!(listed.iter().any(|d| d.version >= 3), "a document with a few versions");
+    assert_eq!(listed.iter().map(|d| d.version as usize).sum::<usize>(), s.document_versions);
+    let convs = docs
+        .clone()
+        .list_conversations(authed(&t.reader, bi_data::pb::ListConversationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversations;
+    assert_eq!(convs.len(), s.conversations);
+    assert_eq!(convs[0].message_count as usize, s.messages);
     app.stop().await;
 }

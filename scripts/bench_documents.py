@@ -1,0 +1,117 @@
+"""Document content benchmark: one 64 MiB upload and download through the
+real server (MiB/s, the server's RSS sampled every 5 ms and its peak), and
+GetDocument BASIC vs FULL latency on a document with 1 MiB of inline text.
+Run by scripts/bench-documents.sh, which starts the server."""
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+
+def stubs():
+    import grpc_tools
+    from grpc_tools import protoc
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto")
+    wkt = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    out = tempfile.mkdtemp(prefix="bi_docs_bench_")
+    rc = protoc.main(["", f"-I{root}", f"-I{wkt}", f"--python_out={out}", f"--grpc_python_out={out}",
+                      "bi/data/v1/document.proto"])
+    if rc != 0:
+        sys.exit(f"protoc failed with {rc}")
+    sys.path.insert(0, out)
+    from bi.data.v1 import document_pb2, document_pb2_grpc  # noqa: E402
+    return out, document_pb2, document_pb2_grpc
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, False
+
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_kib(self.pid))
+            time.sleep(0.005)
+
+
+def main():
+    import grpc
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--addr", required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--mib", type=int, default=64)
+    p.add_argument("--gets", type=int, default=300)
+    a = p.parse_args()
+    out, pb, rpc = stubs()
+    md = [("authorization", f"Bearer {a.token}")]
+    opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    with grpc.insecure_channel(a.addr, options=opts) as ch:
+        docs = rpc.DocumentServiceStub(ch)
+        d = docs.CreateDocument(pb.CreateDocumentRequest(document=pb.Document(title="bench")), metadata=md)
+        size = a.mib << 20
+        block = os.urandom(1 << 20)
+        content = [block[i:] + block[:i] for i in range(a.mib)]  # 64 distinct 1 MiB pieces
+        sha = hashlib.sha256(b"".join(content)).hexdigest()
+
+        def msgs():
+            yield pb.UploadDocumentContentRequest(header=pb.UploadHeader(document_id=d.id, sha256=sha))
+            for c in content:
+                yield pb.UploadDocumentContentRequest(data=c)
+
+        idle = rss_kib(a.pid)
+        s = Sampler(a.pid)
+        s.start()
+        t0 = time.perf_counter()
+        up = docs.UploadDocumentContent(msgs(), metadata=md, timeout=300)
+        t_up = time.perf_counter() - t0
+        up_peak = s.peak
+        assert up.size_bytes == size and up.sha256 == sha, up
+        s.peak = 0
+        h = hashlib.sha256()
+        n = 0
+        t0 = time.perf_counter()
+        for m in docs.DownloadDocumentContent(pb.DownloadDocumentContentRequest(document_id=d.id), metadata=md,
+                                              timeout=300):
+            h.update(m.data)
+            n += len(m.data)
+        t_down = time.perf_counter() - t0
+        s.stop = True
+        assert n == size and h.hexdigest() == sha
+        print(f"upload   {a.mib} MiB: {a.mib / t_up:7.1f} MiB/s ({t_up:.2f} s), server RSS idle {idle / 1024:.0f} MiB, "
+              f"peak {up_peak / 1024:.0f} MiB ({up_peak / 1024 / a.mib:.2f}x content)")
+        print(f"download {a.mib} MiB: {a.mib / t_down:7.1f} MiB/s ({t_down:.2f} s), server RSS peak {s.peak / 1024:.0f} MiB")
+
+        text = ("The system shall record every requirement with its rationale. " * 17000)[: 1 << 20]
+        g = docs.CreateDocument(pb.CreateDocumentRequest(document=pb.Document(title="inline", content=text)),
+                                metadata=md)
+        for view, name in ((pb.DOCUMENT_VIEW_BASIC, "BASIC"), (pb.DOCUMENT_VIEW_FULL, "FULL")):
+            lat = []
+            for _ in range(a.gets):
+                t0 = time.perf_counter()
+                docs.GetDocument(pb.GetDocumentRequest(id=g.id, view=view), metadata=md)
+                lat.append((time.perf_counter() - t0) * 1000)
+            lat.sort()
+            print(f"GetDocument {name:5} (1 MiB inline text, {a.gets} calls): p50 {statistics.median(lat):.2f} ms, "
+                  f"p99 {lat[int(len(lat) * 0.99) - 1]:.2f} ms")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
