@@ -29,6 +29,9 @@ use crate::{
 pub const DOWNLOAD_PIECE: usize = 64 * 1024;
 /// Pieces a download buffers ahead of a slow reader (1 MiB).
 const DOWNLOAD_AHEAD: usize = 16;
+/// Longest wait for an upload's next message: a stalled client does not
+/// hold a connection and its transaction forever.
+pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the first message of an upload says.
 #[derive(Clone, Copy, Debug, Default)]
@@ -105,7 +108,16 @@ impl Service {
             // only what is not written yet. `flushed`: bytes of `buf` stored.
             let mut buf: Vec<u8> = Vec::new();
             let (mut flushed, mut inline, mut seq) = (0usize, true, 0i32);
-            while let Some(piece) = body.next().await {
+            loop {
+                let next =
+                    tokio::time::timeout(UPLOAD_IDLE, body.next()).await.map_err(|_| Error::Aborted {
+                        reason: "UPLOAD_STALLED",
+                        message: format!(
+                            "no content for {} s; the upload was dropped",
+                            UPLOAD_IDLE.as_secs()
+                        ),
+                    })?;
+                let Some(piece) = next else { break };
                 let piece = piece?;
                 total += piece.len() as u64;
                 if total > max {
@@ -187,7 +199,12 @@ impl Service {
             u.commit_one(res, &rec).await?;
             Ok(rec)
         };
-        run.await.map_err(|e| named(res, e))
+        // The caller's deadline bounds the whole stream.
+        let result = match scope.deadline {
+            Some(d) => tokio::time::timeout_at(d, run).await.unwrap_or(Err(Error::DeadlineExceeded)),
+            None => run.await,
+        };
+        result.map_err(|e| named(res, e))
     }
 
     /// The version `number` of record `id` (0: the current one).
