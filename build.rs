@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bi/data/v1/company.proto",
         "proto/bi/data/v1/outreach.proto",
         "proto/bi/data/v1/audit.proto",
+        "proto/bi/data/v1/analytics.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("bi_data_descriptor.bin"))

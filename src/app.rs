@@ -12,6 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::{
+        analytics::AnalyticsApi,
         audit::AuditApi,
         companies::CompanyApi,
         jobs::JobApi,
@@ -28,8 +29,9 @@ use crate::{
     error::Error,
     metrics::{self, Metrics},
     pb::{
-        self, audit_service_server::AuditServiceServer, company_service_server::CompanyServiceServer,
-        job_service_server::JobServiceServer, outreach_service_server::OutreachServiceServer,
+        self, analytics_service_server::AnalyticsServiceServer, audit_service_server::AuditServiceServer,
+        company_service_server::CompanyServiceServer, job_service_server::JobServiceServer,
+        outreach_service_server::OutreachServiceServer,
     },
     service::Service,
     store::{Store, idempotency, migrate, stats::QueryStats},
@@ -40,6 +42,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <JobServiceServer<JobApi> as NamedService>::NAME,
     <CompanyServiceServer<CompanyApi> as NamedService>::NAME,
     <OutreachServiceServer<OutreachApi> as NamedService>::NAME,
+    <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
@@ -250,6 +253,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let outreach = OutreachServiceServer::new(OutreachApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(svc.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let audit = AuditServiceServer::new(AuditApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -278,6 +284,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .add_service(jobs)
         .add_service(companies)
         .add_service(outreach)
+        .add_service(analytics)
         .add_service(audit);
 
     let drain = args.drain_timeout();

@@ -8,8 +8,9 @@ use bi_data::{
     auth::{Role, TokenKeys},
     config::{Cli, Command, ServeArgs},
     pb::{
-        audit_service_client::AuditServiceClient, company_service_client::CompanyServiceClient,
-        job_service_client::JobServiceClient, outreach_service_client::OutreachServiceClient,
+        analytics_service_client::AnalyticsServiceClient, audit_service_client::AuditServiceClient,
+        company_service_client::CompanyServiceClient, job_service_client::JobServiceClient,
+        outreach_service_client::OutreachServiceClient,
     },
 };
 use clap::Parser;
@@ -131,6 +132,10 @@ impl TestApp {
 
     pub fn outreach(&self) -> OutreachServiceClient<Channel> {
         OutreachServiceClient::new(self.channel.clone())
+    }
+
+    pub fn analytics(&self) -> AnalyticsServiceClient<Channel> {
+        AnalyticsServiceClient::new(self.channel.clone())
     }
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {
