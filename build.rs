@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bi/data/v1/company.proto",
         "proto/bi/data/v1/outreach.proto",
         "proto/bi/data/v1/audit.proto",
+        "proto/bi/data/v1/analytics.proto",
         "proto/bi/data/v1/document.proto",
     ];
     tonic_prost_build::configure()

@@ -194,9 +194,38 @@ detect_superuser() {
     return 1
 }
 
-step_begin "postgresql roles and databases"
 detect_superuser || die "cannot connect to PostgreSQL as a superuser (tried postgres@$PG_HOST without password, then the local socket as OS user postgres)"
 log "superuser access via: ${PSQL_SUPER[0]}"
+
+# ---- pg_stat_statements --------------------------------------------------------
+# GetQueryStats reports pg_stat_statements rows when the extension is
+# loaded, which needs shared_preload_libraries and one restart of the
+# server. Done only for a Debian cluster this script can restart (the one on
+# our port), once: later runs find it loaded. BI_DATA_NO_PG_RESTART=1 skips
+# it (the service works the same without the extension).
+step_begin "pg_stat_statements preload"
+preload=$(psql_super postgres -At -c 'SHOW shared_preload_libraries' </dev/null 2>/dev/null || true)
+read -r pg_ver pg_name < <(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print $1, $2; exit }') || true
+if [[ $preload == *pg_stat_statements* ]]; then
+    step_end "already loaded"
+elif [[ ${BI_DATA_NO_PG_RESTART:-0} == 1 ]]; then
+    step_end "not loaded; restart skipped (BI_DATA_NO_PG_RESTART=1)"
+elif [[ -z ${pg_ver:-} ]]; then
+    step_end "not loaded; the server on $PG_PORT is no Debian cluster this script controls"
+else
+    psql_super postgres -c "ALTER SYSTEM SET shared_preload_libraries = '${preload:+$preload,}pg_stat_statements'" </dev/null >/dev/null
+    log "restarting cluster $pg_ver/$pg_name to load pg_stat_statements"
+    pg_ctlcluster --skip-systemctl-redirect "$pg_ver" "$pg_name" restart 9>&- ||
+        die "restart of $pg_ver/$pg_name failed; see /var/log/postgresql/postgresql-$pg_ver-$pg_name.log"
+    for _ in $(seq 1 60); do
+        pg_ready && break
+        sleep 0.5
+    done
+    pg_ready || die "PostgreSQL not ready after the restart"
+    step_end "loaded (cluster $pg_ver/$pg_name restarted)"
+fi
+
+step_begin "postgresql roles and databases"
 
 psql_super postgres <<SQL
 SET client_min_messages = warning;

@@ -12,6 +12,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::{
+        analytics::AnalyticsApi,
         audit::AuditApi,
         companies::CompanyApi,
         documents::DocumentApi,
@@ -29,9 +30,9 @@ use crate::{
     error::Error,
     metrics::{self, Metrics},
     pb::{
-        self, audit_service_server::AuditServiceServer, company_service_server::CompanyServiceServer,
-        document_service_server::DocumentServiceServer, job_service_server::JobServiceServer,
-        outreach_service_server::OutreachServiceServer,
+        self, analytics_service_server::AnalyticsServiceServer, audit_service_server::AuditServiceServer,
+        company_service_server::CompanyServiceServer, document_service_server::DocumentServiceServer,
+        job_service_server::JobServiceServer, outreach_service_server::OutreachServiceServer,
     },
     service::Service,
     store::{Store, idempotency, migrate, stats::QueryStats},
@@ -43,6 +44,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     <CompanyServiceServer<CompanyApi> as NamedService>::NAME,
     <OutreachServiceServer<OutreachApi> as NamedService>::NAME,
     <DocumentServiceServer<DocumentApi> as NamedService>::NAME,
+    <AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
@@ -257,6 +259,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let documents = DocumentServiceServer::new(DocumentApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let analytics = AnalyticsServiceServer::new(AnalyticsApi::new(svc.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let audit = AuditServiceServer::new(AuditApi::new(svc.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -286,6 +291,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .add_service(companies)
         .add_service(outreach)
         .add_service(documents)
+        .add_service(analytics)
         .add_service(audit);
 
     let drain = args.drain_timeout();

@@ -10,6 +10,11 @@
 --    a boolean; it raises no error that depends on the data, which is what
 --    LEAKPROOF asserts. Only a superuser may set it; the service works
 --    without it, only slower, and says so once at start.
+-- 3. pg_stat_statements, read by AnalyticsService.GetQueryStats. Its rows
+--    exist only when the server preloads it (shared_preload_libraries, a
+--    restart: scripts/dev-env.sh does both on a cluster it controls); without
+--    that the view errors and GetQueryStats reports the extension missing.
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 ALTER FUNCTION similarity_op(text, text) LEAKPROOF;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;

@@ -3,6 +3,7 @@
 //! field name), call the service's use cases, convert records back, and
 //! map errors with `status::to_status`; `middleware` is the tower stack in
 //! front of them; `pb` is the generated code.
+pub mod analytics;
 pub mod audit;
 pub mod companies;
 pub mod context;

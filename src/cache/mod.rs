@@ -475,14 +475,19 @@ impl RedisCache {
     async fn cached_query(
         &self,
         scope: &Scope,
-        res: &'static Resource,
+        deps: &[&'static Resource],
         key: String,
         compute: Compute<'_>,
     ) -> Result<Vec<u8>, Error> {
-        let base = base(scope, res);
+        let Some((first, more)) = deps.split_first() else { return compute.await };
+        let base = base(scope, first);
+        let more: Vec<String> = more.iter().map(|r| self::base(scope, r)).collect();
         let hash: String = Sha256::digest(key.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect();
         let mut inv = self.scripts.query_get.prepare_invoke();
         inv.key(&self.epoch_key).arg(&self.prefix).arg(&base).arg(&hash);
+        for b in &more {
+            inv.arg(b);
+        }
         let reply = self.run::<Vec<RValue>>("get_query", scope, Use::Read, &inv).await;
         let text = |v: &RValue| match v {
             RValue::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -526,6 +531,9 @@ impl RedisCache {
                     .arg(&gen_)
                     .arg(self.query_ttl_ms)
                     .arg(&bytes[..]);
+                for b in &more {
+                    fill.arg(b);
+                }
                 let _ = self.run::<i64>("fill_query", scope, Use::Read, &fill).await;
                 let bytes = Arc::new(bytes);
                 leader.finish(bytes.clone());
@@ -603,11 +611,11 @@ impl ReadCache for RedisCache {
     fn query<'a>(
         &'a self,
         scope: &'a Scope,
-        res: &'static Resource,
+        deps: &'a [&'static Resource],
         key: String,
         compute: Compute<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, Error>> {
-        Box::pin(self.cached_query(scope, res, key, compute))
+        Box::pin(self.cached_query(scope, deps, key, compute))
     }
 
     fn invalidate<'a>(&'a self, scope: &'a Scope, changes: &'a Changes) -> BoxFuture<'a, ()> {

@@ -1,6 +1,7 @@
 //! Plain Rust: resource declarations (fields, enums, rules, transitions,
 //! relations, search and import specs), validation, the filter language and
 //! its type check. Knows nothing of tonic, prost, SQL or the database.
+pub mod analytics;
 pub mod application;
 pub mod audit;
 pub mod codec;

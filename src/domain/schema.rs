@@ -79,6 +79,21 @@ pub struct Field {
     pub mutable: bool,
     /// Large content: not read from the database in the BASIC view.
     pub large: bool,
+    /// What AnalyticsService may do with the field.
+    pub analytic: Analytic,
+}
+
+/// A field's role in analytics (AnalyticsService reads only these flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Analytic {
+    /// Not offered to analytics (it may still be filtered on).
+    None,
+    /// A numeric metric: SUM, AVG, MIN, MAX, percentiles (Int or Float).
+    Measure,
+    /// A group-by dimension (Text, Enum, Bool or Uuid).
+    Dimension,
+    /// A time axis for trends (Timestamp).
+    Time,
 }
 
 impl Field {
@@ -93,6 +108,7 @@ impl Field {
             sortable: true,
             mutable: true,
             large: false,
+            analytic: Analytic::None,
         }
     }
     pub const fn column(mut self, column: &'static str) -> Self {
@@ -113,6 +129,21 @@ impl Field {
     }
     pub const fn output_only(mut self) -> Self {
         self.mutable = false;
+        self
+    }
+    /// A metric of analytics (numeric).
+    pub const fn measure(mut self) -> Self {
+        self.analytic = Analytic::Measure;
+        self
+    }
+    /// A group-by dimension of analytics.
+    pub const fn dimension(mut self) -> Self {
+        self.analytic = Analytic::Dimension;
+        self
+    }
+    /// A time axis of analytics' trends.
+    pub const fn timeline(mut self) -> Self {
+        self.analytic = Analytic::Time;
         self
     }
     /// Large content (unsortable, unfilterable, skipped by the BASIC view).
@@ -438,6 +469,19 @@ impl Resource {
                         return Err(format!("{}: {} has no state {s}", self.name, t.field));
                     }
                 }
+            }
+        }
+        for f in self.fields {
+            let fits = match f.analytic {
+                Analytic::None => true,
+                Analytic::Measure => matches!(f.kind, FieldKind::Int | FieldKind::Float),
+                Analytic::Dimension => {
+                    matches!(f.kind, FieldKind::Text | FieldKind::Enum(_) | FieldKind::Bool | FieldKind::Uuid)
+                }
+                Analytic::Time => f.kind == FieldKind::Timestamp,
+            };
+            if !fits || (f.analytic != Analytic::None && (f.large || !f.filterable)) {
+                return Err(format!("{}: {} cannot be {:?} in analytics", self.name, f.name, f.analytic));
             }
         }
         if let Some(m) = self.merge {

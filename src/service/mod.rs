@@ -18,6 +18,7 @@
 //! ([`Changes`]); [`AfterWrite`] hooks run inside a write transaction (e.g.
 //! a document's version rows). The Redis implementation is `crate::cache`.
 
+pub mod analytics;
 mod append;
 mod content;
 mod events;
@@ -151,12 +152,13 @@ pub trait ReadCache: Send + Sync + 'static {
         recs: &'a [(Ticket, &'a Record)],
     ) -> BoxFuture<'a, ()>;
     /// The result of the query `key` (any text naming it completely) over
-    /// `res`: cached while no write of the tenant's `res` committed since,
-    /// else `compute`d (once at a time per key) and stored.
+    /// the resources `deps` (at least one): cached while no write of the
+    /// tenant's `deps` committed since, else `compute`d (once at a time per
+    /// key) and stored.
     fn query<'a>(
         &'a self,
         scope: &'a Scope,
-        res: &'static Resource,
+        deps: &'a [&'static Resource],
         key: String,
         compute: Compute<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, Error>>;

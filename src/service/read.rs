@@ -248,7 +248,7 @@ impl Service {
                 let key =
                     format!("list\n{binding}\n{}\n{limit}\n{}\n{:?}", args.page_token, args.count, args.view);
                 let compute = Box::pin(async { read.await.map(|p: Page| query::encode_page(&p)) });
-                let bytes = c.query(scope, res, key, compute).await?;
+                let bytes = c.query(scope, &[res], key, compute).await?;
                 query::decode_page(res, &bytes)
             }
         }

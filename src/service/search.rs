@@ -105,7 +105,7 @@ impl Service {
             Some(c) => {
                 let key = format!("search\n{}\n{}\n{limit}", binding(Mode::FullText), args.page_token);
                 let compute = Box::pin(async { run.await.map(|p: SearchPage| query::encode_search(&p)) });
-                let bytes = c.query(scope, res, key, compute).await?;
+                let bytes = c.query(scope, &[res], key, compute).await?;
                 query::decode_search(res, &bytes)
             }
         }

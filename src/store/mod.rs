@@ -2,6 +2,7 @@
 //! statement path, SQLSTATE mapping, migrations and the generic record
 //! operations every resource uses. Knows nothing of gRPC or prost.
 
+pub mod analytics;
 pub mod audit;
 pub mod content;
 pub mod filter_sql;

@@ -332,7 +332,7 @@ async fn a_miss_that_read_the_old_row_does_not_overwrite_a_newer_invalidation() 
     let bytes = cache
         .query(
             &s,
-            &JOB,
+            &[&JOB],
             key.clone(),
             Box::pin(async {
                 n.fetch_add(1, Ordering::SeqCst);
@@ -349,7 +349,7 @@ async fn a_miss_that_read_the_old_row_does_not_overwrite_a_newer_invalidation() 
     let again = cache
         .query(
             &s,
-            &JOB,
+            &[&JOB],
             key,
             Box::pin(async {
                 n.fetch_add(1, Ordering::SeqCst);

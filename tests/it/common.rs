@@ -8,9 +8,9 @@ use bi_data::{
     auth::{Role, TokenKeys},
     config::{Cli, Command, ServeArgs},
     pb::{
-        audit_service_client::AuditServiceClient, company_service_client::CompanyServiceClient,
-        document_service_client::DocumentServiceClient, job_service_client::JobServiceClient,
-        outreach_service_client::OutreachServiceClient,
+        analytics_service_client::AnalyticsServiceClient, audit_service_client::AuditServiceClient,
+        company_service_client::CompanyServiceClient, document_service_client::DocumentServiceClient,
+        job_service_client::JobServiceClient, outreach_service_client::OutreachServiceClient,
     },
 };
 use clap::Parser;
@@ -139,6 +139,10 @@ impl TestApp {
         DocumentServiceClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
+    }
+
+    pub fn analytics(&self) -> AnalyticsServiceClient<Channel> {
+        AnalyticsServiceClient::new(self.channel.clone())
     }
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {

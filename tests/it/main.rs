@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step on 2 cores). Every test starts
 //! its own server on port 0 and uses fresh tenants, so tests run in parallel.
 
+mod analytics;
 mod cache;
 mod common;
 mod companies;

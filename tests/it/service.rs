@@ -397,7 +397,7 @@ impl ReadCache for Recorder {
     fn query<'a>(
         &'a self,
         _: &'a Scope,
-        _: &'static Resource,
+        _: &'a [&'static Resource],
         _: String,
         compute: Compute<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, Error>> {
