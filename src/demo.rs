@@ -769,7 +769,7 @@ struct DemoDocuments {
 
 async fn demo_documents(svc: &Service, scope: &Scope) -> Result<DemoDocuments, Error> {
     let mut versions = 0;
-    for (i, (kind, title, content_type, contents)) in DEMO_DOCUMENTS.iter().enumerate() {
+    for (kind, title, content_type, contents) in DEMO_DOCUMENTS {
         let mut values = vec![Value::Null; DOCUMENT.fields.len()];
         let mut v = Fields::new(&DOCUMENT, &mut values);
         v.set("title", Value::Text((*title).to_owned()));
@@ -779,7 +779,9 @@ async fn demo_documents(svc: &Service, scope: &Scope) -> Result<DemoDocuments, E
         v.set("filename", Value::Text(format!("{}.txt", title.to_lowercase().replace(' ', "-"))));
         v.set(
             "metadata",
-            Value::Json(serde_json::json!({"project": if i < 1 || i > 2 { "portal" } else { "warehouse" }})),
+            Value::Json(serde_json::json!({
+                "project": if title.starts_with("Warehouse") { "warehouse" } else { "portal" }
+            })),
         );
         let set = values.iter().map(|v| !v.is_null()).collect();
         let doc = svc.create(scope, &DOCUMENT, Some((Draft { values, set }, Vec::new())), "").await?;
