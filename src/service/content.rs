@@ -200,10 +200,7 @@ impl Service {
             Ok(rec)
         };
         // The caller's deadline bounds the whole stream.
-        let result = match scope.deadline {
-            Some(d) => tokio::time::timeout_at(d, run).await.unwrap_or(Err(Error::DeadlineExceeded)),
-            None => run.await,
-        };
+        let result = super::within(scope.deadline, run).await;
         result.map_err(|e| named(res, e))
     }
 
@@ -314,10 +311,7 @@ impl Service {
                         }
                     }
                 };
-                let result = match scope.deadline {
-                    Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
-                    None => work.await,
-                };
+                let result = super::within(scope.deadline, work).await;
                 if let Err(e) = result {
                     let _ = out.send(Err(e)).await;
                 }

@@ -212,6 +212,18 @@ impl Service {
     }
 }
 
+/// `work`, cut off at the caller's deadline (DEADLINE_EXCEEDED) when it set
+/// one: streams are bounded as a whole, not only per statement.
+pub(crate) async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
+        None => work.await,
+    }
+}
+
 /// A resource id from a request: required and well-formed.
 pub fn parse_id(field: &str, s: &str) -> Result<Uuid, Error> {
     if s.is_empty() {

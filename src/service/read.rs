@@ -310,10 +310,7 @@ impl Service {
                         }
                     }
                 };
-                let result = match scope.deadline {
-                    Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
-                    None => work.await,
-                };
+                let result = super::within(scope.deadline, work).await;
                 if let Err(e) = result {
                     let _ = out.send(Err(e)).await;
                 }
