@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Document content benchmark: a 64 MiB upload and download (MiB/s, server
-# RSS), GetDocument BASIC vs FULL.
+# Document benchmark: a 64 MiB upload and download (MiB/s, server RSS),
+# GetDocument BASIC vs FULL, AppendMessages at 32 concurrent conversations
+# and, with --search-docs N, SearchDocuments over N documents of ~5 KB.
 #
-#   scripts/bench-documents.sh [--mib N]
+#   scripts/bench-documents.sh [--mib N] [--search-docs N] [--append-seconds S]
 #
 # Builds the release server (under /tmp/bi-bench.lock, so two benchmarks
 # never share the machine), migrates database bi_data_bench_docs (created by
@@ -37,7 +38,25 @@ for _ in $(seq 100); do
     grpcurl -plaintext "127.0.0.1:$PORT" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && break
     sleep 0.2
 done
+SEARCH_DOCS=0
+ARGS=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --search-docs) SEARCH_DOCS=$2; shift 2 ;;
+    *) ARGS+=("$1"); shift ;;
+    esac
+done
+if [[ $SEARCH_DOCS -gt 0 ]]; then
+    # Loaded directly (a superuser's COPY: row-level security refuses COPY
+    # FROM for everyone else); search goes through the server.
+    t0=$(now_us)
+    python3 "$ROOT/scripts/gen_documents.py" "$TENANT" "$SEARCH_DOCS" | psql -q -h 127.0.0.1 -U postgres bi_data_bench_docs \
+        -c "COPY documents (tenant_id, id, title, content, owner, metadata) FROM STDIN"
+    psql -q -h 127.0.0.1 -U postgres bi_data_bench_docs -c "VACUUM ANALYZE documents"
+    log "loaded $SEARCH_DOCS documents in $(fmt_dur "$t0")"
+    ARGS+=(--search)
+fi
 log "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$ROOT/.tools/venv/bin/python" "$ROOT/scripts/bench_documents.py" --addr "127.0.0.1:$PORT" --token "$TOKEN" \
-    --pid "$SERVER" "$@"
+    --pid "$SERVER" "${ARGS[@]}"
 log "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

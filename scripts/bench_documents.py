@@ -26,6 +26,7 @@ def stubs():
     if rc != 0:
         sys.exit(f"protoc failed with {rc}")
     sys.path.insert(0, out)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bi.data.v1 import document_pb2, document_pb2_grpc  # noqa: E402
     return out, document_pb2, document_pb2_grpc
 
@@ -58,6 +59,9 @@ def main():
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--mib", type=int, default=64)
     p.add_argument("--gets", type=int, default=300)
+    p.add_argument("--search", action="store_true", help="the tenant holds generated documents: time searches")
+    p.add_argument("--append-seconds", type=float, default=10)
+    p.add_argument("--conversations", type=int, default=32)
     a = p.parse_args()
     out, pb, rpc = stubs()
     md = [("authorization", f"Bearer {a.token}")]
@@ -120,7 +124,64 @@ def main():
             lat.sort()
             print(f"GetDocument {name:5} (1 MiB inline text, {a.gets} calls): p50 {statistics.median(lat):.2f} ms, "
                   f"p99 {lat[int(len(lat) * 0.99) - 1]:.2f} ms")
+        if a.search:
+            search(docs, pb, md)
+        append(docs, pb, md, a.conversations, a.append_seconds)
     shutil.rmtree(out, ignore_errors=True)
+
+
+def pct(lat, q):
+    lat = sorted(lat)
+    return lat[max(0, int(len(lat) * q) - 1)]
+
+
+def search(docs, pb, md):
+    from gen_documents import words
+
+    v = words(7)  # the generator's vocabulary: early words are common, late ones rare
+    queries = {
+        "common word": v[:40],
+        "two common words": [f"{a} {b}" for a, b in zip(v[:60], v[60:120])],
+        "medium word": v[1000:1040],
+        "rare word": v[-40:],
+        "with a filter": [f"{w}|metadata.project = \"p7\"" for w in v[:40]],
+    }
+    for name, qs in queries.items():
+        lat = []
+        hits = 0
+        for _ in range(2):
+            for q in qs:
+                text, _, flt = q.partition("|")
+                t0 = time.perf_counter()
+                r = docs.SearchDocuments(pb.SearchDocumentsRequest(query=text, filter=flt, page_size=20), metadata=md)
+                lat.append((time.perf_counter() - t0) * 1000)
+                hits += len(r.hits)
+        print(f"SearchDocuments, {name:15} ({len(lat)} calls, {hits / len(lat):.1f} hits/page): "
+              f"p50 {statistics.median(lat):.1f} ms, p99 {pct(lat, 0.99):.1f} ms")
+
+
+def append(docs, pb, md, n, seconds):
+    convs = [docs.CreateConversation(pb.CreateConversationRequest(conversation=pb.Conversation(title=f"c{i}")),
+                                     metadata=md).id for i in range(n)]
+    for batch in (1, 10):
+        counts = [0] * n
+        stop = time.perf_counter() + seconds
+
+        def work(i):
+            msgs = [pb.Message(role=pb.MESSAGE_ROLE_USER, content="x" * 200, token_count=50) for _ in range(batch)]
+            while time.perf_counter() < stop:
+                docs.AppendMessages(pb.AppendMessagesRequest(conversation_id=convs[i], messages=msgs), metadata=md)
+                counts[i] += batch
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.perf_counter() - t0
+        print(f"AppendMessages, {n} conversations, {batch:2} per call: {sum(counts) / took:8.0f} messages/s "
+              f"({sum(counts) / batch / took:.0f} calls/s)")
 
 
 if __name__ == "__main__":

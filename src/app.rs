@@ -109,9 +109,9 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Says once at start when fuzzy name search cannot use its index (the
-/// trigram operator is not LEAKPROOF: deploy/postgres/superuser.sql).
-async fn warn_if_trigram_match_is_not_indexable(store: &Store) {
+/// Says once at start when searches and JSON filters cannot use their
+/// indexes (their operators are not LEAKPROOF: deploy/postgres/superuser.sql).
+async fn warn_if_search_operators_are_not_indexable(store: &Store) {
     let scope = crate::store::Scope {
         tenant: uuid::Uuid::nil(),
         actor: "startup".into(),
@@ -124,17 +124,18 @@ async fn warn_if_trigram_match_is_not_indexable(store: &Store) {
     };
     let check = async {
         let tx = store.begin_read(&scope).await?;
-        let ok = crate::store::search::trigram_match_indexable(&tx).await?;
+        let ok = crate::store::search::search_operators_indexable(&tx).await?;
         tx.commit().await?;
         Ok::<_, Error>(ok)
     };
     match check.await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
-            "similarity_op is not LEAKPROOF: under row-level security SearchCompanies cannot use its \
-             trigram index and scans every company; run deploy/postgres/superuser.sql as a superuser"
+            "similarity_op, ts_match_vq, jsonb_contains or jsonb_exists is not LEAKPROOF: under \
+             row-level security searches and JSON filters cannot use their GIN indexes and scan every \
+             row; run deploy/postgres/superuser.sql as a superuser"
         ),
-        Err(e) => tracing::debug!(error = %e, "could not check similarity_op"),
+        Err(e) => tracing::debug!(error = %e, "could not check the search operators"),
     }
 }
 
@@ -161,7 +162,7 @@ async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
         tokio::time::sleep(HEALTH_EVERY).await;
     }
     tracing::info!(schema_version = latest, "schema ready");
-    warn_if_trigram_match_is_not_indexable(&store).await;
+    warn_if_search_operators_are_not_indexable(&store).await;
     let mut serving = None;
     loop {
         let up = store.ping(Duration::from_secs(2)).await;

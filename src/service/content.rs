@@ -218,7 +218,8 @@ impl Service {
         if number < 0 {
             return Err(Error::invalid("version", "version must not be negative"));
         }
-        content::find_version(&self.store, scope, spec, doc, (number > 0).then_some(number))
+        let counter = res.counter.ok_or_else(|| Error::Internal(format!("{} has no counter", res.name)))?;
+        content::find_version(&self.store, scope, spec, counter.field, doc, (number > 0).then_some(number))
             .await?
             .ok_or_else(|| match number {
                 0 => not_found(res, doc),

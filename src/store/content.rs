@@ -35,29 +35,31 @@ pub async fn put_chunk(
     Ok(())
 }
 
-/// The version `number` of `parent` (the latest when `None`), in a
-/// read-only transaction of its own.
+/// The version `number` (its field: `number_field`) of `parent` (the
+/// latest when `None`), in a read-only transaction of its own.
 pub async fn find_version(
     store: &Store,
     scope: &Scope,
     spec: &'static Versions,
+    number_field: &str,
     parent: Uuid,
     number: Option<i64>,
 ) -> Result<Option<Record>, Error> {
     let res = spec.resource;
     let parent_col = res.fields[res.index(spec.parent)].column;
+    let version = res.fields[res.index(number_field)].column;
     let select = records::select_list(res, records::View::Full);
     let rows = match number {
         Some(n) => {
             let sql = format!(
-                "SELECT {select} FROM {} WHERE tenant_id = $1 AND {parent_col} = $2 AND version = $3",
+                "SELECT {select} FROM {} WHERE tenant_id = $1 AND {parent_col} = $2 AND {version} = $3",
                 res.table
             );
             store.read(scope, &[(&sql, &[&scope.tenant, &parent, &n])]).await?
         }
         None => {
             let sql = format!(
-                "SELECT {select} FROM {} WHERE tenant_id = $1 AND {parent_col} = $2 ORDER BY version DESC LIMIT 1",
+                "SELECT {select} FROM {} WHERE tenant_id = $1 AND {parent_col} = $2 ORDER BY {version} DESC LIMIT 1",
                 res.table
             );
             store.read(scope, &[(&sql, &[&scope.tenant, &parent])]).await?

@@ -161,9 +161,11 @@ pub async fn search(
         .collect()
 }
 
-/// Whether the trigram match operator may be an index condition under
-/// row-level security (deploy/postgres/superuser.sql marks it LEAKPROOF).
-pub async fn trigram_match_indexable(tx: &Tx) -> Result<bool, Error> {
-    let row = tx.query_opt(include_str!("sql/trigram_leakproof.sql").trim_ascii_end(), &[]).await?;
-    Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+/// Whether the operators search and JSON filters use (trigram match,
+/// full-text match, jsonb containment and key test) may be index
+/// conditions under row-level security (deploy/postgres/superuser.sql marks
+/// them LEAKPROOF).
+pub async fn search_operators_indexable(tx: &Tx) -> Result<bool, Error> {
+    let row = tx.query_opt(include_str!("sql/search_operators_leakproof.sql").trim_ascii_end(), &[]).await?;
+    Ok(row.is_some_and(|r| r.get::<_, Option<bool>>(0).unwrap_or(false)))
 }

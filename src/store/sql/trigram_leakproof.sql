@@ -1,1 +1,0 @@
-SELECT proleakproof FROM pg_proc WHERE proname = 'similarity_op' AND pronargs = 2
