@@ -29,6 +29,8 @@ use crate::{
 pub const DOWNLOAD_PIECE: usize = 64 * 1024;
 /// Pieces a download buffers ahead of a slow reader (1 MiB).
 const DOWNLOAD_AHEAD: usize = 16;
+/// Longest wait for a free upload slot (see `Service::uploads`).
+const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest wait for an upload's next message: a stalled client does not
 /// hold a connection and its transaction forever.
 pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -68,7 +70,9 @@ impl Service {
     /// goes away) rolls all of it back. Past `max` bytes the upload stops at
     /// once with RESOURCE_EXHAUSTED; a given SHA-256 must match. Content
     /// identical to the current version's bytes (same digest) creates no
-    /// version and returns the record as it is.
+    /// version and returns the record as it is. An upload holds a pooled
+    /// connection for its whole stream, so at most half the pool uploads
+    /// at once (UNAVAILABLE after waiting 5 s for a slot).
     pub async fn upload<S>(
         &self,
         scope: &Scope,
@@ -90,6 +94,10 @@ impl Service {
         if head.content_type.len() > 255 || head.filename.chars().count() > 500 {
             return Err(Error::invalid("content_type", "content_type (255) or filename (500) is too long"));
         }
+        let _slot = tokio::time::timeout(UPLOAD_SLOT_WAIT, self.uploads.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::Unavailable("too many uploads in progress; retry later".into()))?
+            .map_err(|_| Error::Internal("upload slots closed".into()))?;
         // Before any byte is stored: the record must be there and live.
         let seen = records::read_one(&self.store, scope, res, id, View::Basic)
             .await?

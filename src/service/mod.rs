@@ -184,11 +184,15 @@ pub struct Service {
     /// `None`: no cache, and no call into the seam at all.
     cache: Option<Arc<dyn ReadCache>>,
     hooks: Arc<HashMap<&'static str, Arc<dyn AfterWrite>>>,
+    /// Uploads in progress hold a connection each for their whole stream:
+    /// at most half the pool's, so they cannot starve every other call.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
     pub fn new(store: Store) -> Service {
-        Service { store, cache: None, hooks: Arc::default() }
+        let uploads = Arc::new(tokio::sync::Semaphore::new((store.pool_size() / 2).max(1)));
+        Service { store, cache: None, hooks: Arc::default(), uploads }
     }
 
     /// Puts `cache` in the read seam.

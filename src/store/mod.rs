@@ -203,6 +203,11 @@ impl Store {
         &self.primary
     }
 
+    /// Connections the primary's pool holds at most.
+    pub fn pool_size(&self) -> usize {
+        self.primary.status().max_size
+    }
+
     /// Opens a transaction on the primary for a tenant.
     pub async fn begin(&self, scope: &Scope) -> Result<Tx, Error> {
         self.begin_on(&self.primary, scope, false).await

@@ -586,3 +586,27 @@ async fn other_tenants_documents_versions_streams_and_conversations_do_not_exist
     assert_eq!(versions(&app, &t, &d.id).await.unwrap().len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn uploads_leave_connections_for_other_calls() {
+    // A pool of 2: one upload at a time; the other connection serves reads.
+    let app = TestApp::spawn_with(&["--pool-size", "2"]).await;
+    let t = Tenant::new();
+    let d = create(&app, &t, doc("Slots", "x")).await;
+    let stalled = futures_util::stream::iter(vec![header(&d.id, "", ""), data(vec![1; 1024])])
+        .chain(futures_util::stream::pending());
+    let mut client = app.documents();
+    let w = t.writer.clone();
+    let first = tokio::spawn(async move { client.upload_document_content(authed(&w, stalled)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let e = upload(&app, &t, &d.id, b"second", "").await.unwrap_err();
+    assert_status(&e, Code::Unavailable, "no upload slot");
+    assert!(started.elapsed() >= Duration::from_secs(4), "waited for a slot first");
+    get(&app, &t, &d.id, pb::DocumentView::Basic).await.expect("reads still served");
+    first.abort();
+    let _ = first.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(upload(&app, &t, &d.id, b"third", "").await.expect("a free slot again").version, 2);
+    app.stop().await;
+}
