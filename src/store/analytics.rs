@@ -244,13 +244,17 @@ pub async fn funnel(
     end: Option<DateTime<Utc>>,
     filter: Option<&Checked>,
 ) -> Result<[i64; 4], Error> {
-    let mut params = vec![
-        Value::Uuid(scope.tenant),
-        start.map_or(Value::Null, Value::Time),
-        end.map_or(Value::Null, Value::Time),
-    ];
+    let mut params = vec![Value::Uuid(scope.tenant)];
+    // Only the bounds given: an open bound as ±infinity costs a filter per row.
+    let mut range = String::new();
+    for (t, op) in [(start, ">="), (end, "<")] {
+        if let Some(t) = t {
+            params.push(Value::Time(t));
+            let _ = write!(range, " AND e.event_time {op} ${}", params.len());
+        }
+    }
     let cond = base_where(campaigns, filter, &mut params);
-    let sql = FUNNEL.replace("{campaigns}", &cond);
+    let sql = FUNNEL.replace("{range}", range.trim_start()).replace("{campaigns}", &cond);
     let rows = read_one(store, scope, &sql, &params).await?;
     let row = rows.first().ok_or_else(|| Error::Internal("funnel returned no row".into()))?;
     let mut out = [0; 4];
