@@ -89,7 +89,12 @@ async fn as_tenant(db: &tokio_postgres::Client, tenant: Uuid, sql: &str) {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -190,7 +195,10 @@ async fn seed(db: &tokio_postgres::Client, tenant: Uuid, jobs: usize) {
     for t in ["jobs", "companies", "opportunities", "campaigns", "campaign_events"] {
         db.batch_execute(&format!("VACUUM ANALYZE {t}")).await.unwrap();
     }
-    println!("loaded {jobs} jobs, 10,000 companies, 20,000 opportunities, 100,000 campaigns in {:.0} s", t0.elapsed().as_secs_f64());
+    println!(
+        "loaded {jobs} jobs, 10,000 companies, 20,000 opportunities, 100,000 campaigns in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 fn ts(s: &str) -> Option<prost_types::Timestamp> {
@@ -229,7 +237,13 @@ async fn call(client: &mut AnalyticsServiceClient<Channel>, token: &str, c: Call
                 ],
                 ..Default::default()
             };
-            client.aggregate_metrics(authed(token, req)).await.expect("AggregateMetrics").into_inner().rows.len()
+            client
+                .aggregate_metrics(authed(token, req))
+                .await
+                .expect("AggregateMetrics")
+                .into_inner()
+                .rows
+                .len()
         }
         Call::Funnel => {
             let req = pb::GetOutreachFunnelRequest::default();
@@ -237,7 +251,13 @@ async fn call(client: &mut AnalyticsServiceClient<Channel>, token: &str, c: Call
         }
         Call::Pipeline => {
             let req = pb::GetOpportunityPipelineRequest::default();
-            client.get_opportunity_pipeline(authed(token, req)).await.expect("pipeline").into_inner().stages.len()
+            client
+                .get_opportunity_pipeline(authed(token, req))
+                .await
+                .expect("pipeline")
+                .into_inner()
+                .stages
+                .len()
         }
     }
 }
@@ -314,7 +334,9 @@ async fn main() {
     let mut cached = AnalyticsServiceClient::new(channel(&a.cached)).max_decoding_message_size(64 << 20);
     db.batch_execute(&format!("SELECT set_config('app.tenant_id', '{tenant}', false)")).await.unwrap();
 
-    println!("\ncall                       uncached (service)            direct SQL                    cached (service)");
+    println!(
+        "\ncall                       uncached (service)            direct SQL                    cached (service)"
+    );
     for c in [Call::Trend, Call::GroupBy, Call::Funnel, Call::Pipeline] {
         // One warm-up call each (plans, buffers).
         call(&mut uncached, &token, c).await;

@@ -169,7 +169,11 @@ pub async fn trend(
         let tz = bind(Value::Text(q.time_zone.to_owned()));
         let sql = template.replace("{start}", &start).replace("{end}", &end).replace("{tz}", &tz);
         // Hours need no unit (an unused parameter would have no type).
-        if sql.contains("{unit}") { sql.replace("{unit}", &bind(Value::Text(q.bucket.unit().into()))) } else { sql }
+        if sql.contains("{unit}") {
+            sql.replace("{unit}", &bind(Value::Text(q.bucket.unit().into())))
+        } else {
+            sql
+        }
     };
     let mut bucket_params = Vec::with_capacity(5);
     let mut buckets_sql = buckets_with(&mut bucket_params);
@@ -185,7 +189,10 @@ pub async fn trend(
     let bucket = format!("width_bucket({col}, (SELECT array_agg(b ORDER BY b) FROM ({starts}) AS bs))");
     let metric = metric_sql(&q.metric);
     let sql = match q.group {
-        None => format!("SELECT {bucket}, NULL::jsonb, {metric}, 1::bigint FROM {} WHERE {cond} GROUP BY 1", res.table),
+        None => format!(
+            "SELECT {bucket}, NULL::jsonb, {metric}, 1::bigint FROM {} WHERE {cond} GROUP BY 1",
+            res.table
+        ),
         Some(g) => {
             // One scan: per (bucket, group), then the groups ranked by
             // their total over the range; the largest `max_series` kept.
