@@ -15,6 +15,7 @@ mod ops;
 mod otlp;
 mod pipeline;
 mod python_lifecycle;
+mod readme;
 mod scale;
 mod service;
 mod tenancy_auth;
