@@ -326,3 +326,56 @@ async fn grpcurl_json_forms_are_the_ones_the_readme_shows() {
     assert!(!ok, "{out}");
     assert!(out.contains("expecting start of JSON object"), "{out}");
 }
+
+/// What keeps `serve` from starting is one line on stderr naming the cause
+/// and what to do, and a non-zero exit, never a panic or a retry forever.
+#[tokio::test]
+async fn startup_errors_are_one_clear_line_and_a_non_zero_exit() {
+    let db = |url: &str| vec!["--database-url".to_owned(), url.to_owned()];
+    let base = database_url();
+    let wrong_db = base.rsplit_once('/').map(|(b, _)| format!("{b}/bi_data_no_such_db")).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    // (serve's arguments, environment, what the last line must say)
+    type Case = (Vec<String>, &'static [(&'static str, &'static str)], &'static str);
+    let cases: Vec<Case> = vec![
+        (db(&base), &[("JWT_SECRET", "")], "no JWT secret: pass --jwt-secret or set JWT_SECRET"),
+        (
+            db("postgres://bi_data_owner:bi_data@127.0.0.1:1/bi_data"),
+            &[],
+            "cannot reach PostgreSQL at 127.0.0.1:1",
+        ),
+        (db(&wrong_db), &[], "database 'bi_data_no_such_db' does not exist"),
+        (
+            db("postgres://bi_data_no_such_role@127.0.0.1:5432/bi_data"),
+            &[],
+            "refused the login of user 'bi_data_no_such_role'",
+        ),
+        (
+            [db(&base), vec!["--listen".into(), busy_addr.clone()]].concat(),
+            &[],
+            "holds it: stop it or choose another --listen",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bi-data"));
+        cmd.arg("serve")
+            .args(&args)
+            .args(["--metrics-listen", "127.0.0.1:0", "--startup-timeout-ms", "1000", "--no-migrate"])
+            .env("JWT_SECRET", SECRET)
+            .env_remove("MIGRATION_DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(!out.status.success(), "{want}: exited 0");
+        assert!(
+            last.starts_with("error: ") && last.contains(want),
+            "{want}: last line was {last:?}\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    drop(busy);
+}
