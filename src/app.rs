@@ -83,8 +83,8 @@ impl Running {
 fn auth_mode(args: &ServeArgs) -> Result<AuthMode, Error> {
     if args.insecure_dev {
         if !args.listen.ip().is_loopback() {
-            return Err(Error::Internal(format!(
-                "--insecure-dev is only allowed on a loopback listen address, not {}",
+            return Err(Error::Startup(format!(
+                "--insecure-dev is only allowed on a loopback listen address, not {}: listen on 127.0.0.1 or use tokens",
                 args.listen
             )));
         }
@@ -93,11 +93,16 @@ fn auth_mode(args: &ServeArgs) -> Result<AuthMode, Error> {
         );
         return Ok(AuthMode::InsecureDev);
     }
-    match &args.auth.jwt_secret {
+    // An empty JWT_SECRET (a template left unfilled) is no secret at all.
+    match args.auth.jwt_secret.as_ref().filter(|s| !s.expose().is_empty()) {
         Some(s) if s.expose().len() >= 8 => Ok(AuthMode::Jwt(Arc::new(TokenKeys::new(s.expose())))),
-        Some(_) => Err(Error::Internal("JWT secret must have at least 8 characters".into())),
-        None => Err(Error::Internal(
-            "a JWT secret is required (--jwt-secret / JWT_SECRET), or --insecure-dev".into(),
+        Some(_) => Err(Error::Startup(
+            "the JWT secret is shorter than 8 characters: pass a longer --jwt-secret / JWT_SECRET".into(),
+        )),
+        None => Err(Error::Startup(
+            "no JWT secret: pass --jwt-secret or set JWT_SECRET (the secret tokens are signed with), \
+             or --insecure-dev for a loopback-only development server"
+                .into(),
         )),
     }
 }
@@ -212,9 +217,14 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         Some(c) => Service::new(store.clone()).with_cache(c.clone()),
         None => Service::new(store.clone()),
     };
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", args.listen)))?;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "another process (another bi-data?) holds it: stop it or choose another --listen / LISTEN_ADDR"
+        } else {
+            "check --listen / LISTEN_ADDR"
+        };
+        Error::Startup(format!("cannot listen on {}: {e}; {hint}", args.listen))
+    })?;
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     let (metrics_listener, metrics_addr) = metrics::bind(args.metrics_listen).await?;
     let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics.clone()));

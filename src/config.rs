@@ -80,6 +80,10 @@ Telemetry environment:
     name = "bi-data",
     version,
     about = "bi-data: gRPC data-access service over PostgreSQL",
+    long_about = "bi-data: gRPC data-access service over PostgreSQL.\n\n\
+        Without a command it serves. `bi-data <command> --help` says what each command needs; \
+        on a fresh Debian machine `scripts/run-demo.sh` sets up PostgreSQL, Redis, roles and \
+        databases and serves demo data.",
     args_override_self = true,
     after_help = TELEMETRY_ENV_HELP
 )]
@@ -93,13 +97,34 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gRPC server (the default).
+    ///
+    /// Needs: PostgreSQL at --database-url whose login role is a member of
+    /// `bi_data_app` (scripts/dev-env.sh sets that up; deploy/postgres/
+    /// superuser.sql is the one-time superuser step), a role that may create
+    /// tables for the migrations (--migration-database-url, default the same
+    /// URL), and --jwt-secret (or --insecure-dev on loopback). Optional:
+    /// Redis (--redis-url), a read replica (--replica-url), an OTLP collector
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT). A database it cannot use at start makes
+    /// it exit within --startup-timeout-ms, saying why.
     #[command(after_help = TELEMETRY_ENV_HELP)]
     Serve(ServeArgs),
     /// Apply pending migrations and exit.
+    ///
+    /// Needs: --migration-database-url (or --database-url) of a role that
+    /// may create tables in the database (its owner). Safe to run from
+    /// several processes at once: an advisory lock applies them once.
     Migrate(DbArgs),
     /// Print a signed bearer token.
+    ///
+    /// Needs: the server's --jwt-secret / JWT_SECRET and --tenant (a UUID);
+    /// --roles reader,writer,admin as the calls need (reads: reader; writes:
+    /// writer; audit and query statistics: admin). No database.
     Token(TokenArgs),
     /// Load demo data for a new tenant; print its id and a token.
+    ///
+    /// Needs: the database (as for migrate: it migrates first) and, for the
+    /// token it prints, --jwt-secret. Prints progress to stderr every 10,000
+    /// jobs; the summary (tenant_id=, token=, counts) goes to stdout.
     DemoData(DemoArgs),
 }
 
@@ -185,6 +210,12 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight calls.
     #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// How long `serve` waits at start for the database (reachable, the
+    /// login accepted, `SET ROLE bi_data_app` allowed) before it exits with
+    /// the reason; 0 waits forever. Once it has started, an outage never
+    /// stops the server (health says NOT_SERVING until it is back).
+    #[arg(long, env = "STARTUP_TIMEOUT_MS", default_value_t = 60_000)]
+    pub startup_timeout_ms: u64,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_message_bytes: usize,

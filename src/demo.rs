@@ -917,7 +917,11 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
 /// (near-duplicates included), jobs linked to them, opportunities walked
 /// along their pipeline, campaigns moved by their events. Every status of
 /// both machines occurs at least once.
+/// Jobs between two progress lines of a large load.
+const PROGRESS_EVERY: usize = 10_000;
+
 pub async fn load(svc: &Service, scope: &Scope, jobs: usize) -> Result<Summary, Error> {
+    let started = std::time::Instant::now();
     let tenant = scope.tenant;
     let now = chrono::Utc::now().timestamp();
     let seed = tenant.as_u128() as u64;
@@ -960,6 +964,10 @@ pub async fn load(svc: &Service, scope: &Scope, jobs: usize) -> Result<Summary, 
         let items = rows.into_iter().map(item).collect();
         svc.batch_create(scope, &JOB, items, "").await?;
         created += n;
+        // Progress for large loads, on stderr (stdout is the summary scripts read).
+        if jobs >= PROGRESS_EVERY && (created % PROGRESS_EVERY == 0 || created == jobs) {
+            eprintln!("demo-data: {created}/{jobs} jobs ({:.0} s)", started.elapsed().as_secs_f64());
+        }
     }
     let mut linked = Linked { linked: 0, ambiguous: 0, remaining: 0 };
     loop {

@@ -50,6 +50,9 @@ pub enum Error {
     DeadlineExceeded,
     #[error("{0}")]
     Unavailable(String),
+    /// The process cannot start: one line saying what is wrong and what to do.
+    #[error("{0}")]
+    Startup(String),
     /// Logged in full where it is created; the caller sees an opaque message.
     #[error("internal error: {0}")]
     Internal(String),

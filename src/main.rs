@@ -71,6 +71,8 @@ fn main() -> ExitCode {
 /// 500 ms and 5 s).
 async fn serve(args: ServeArgs, telemetry: telemetry::Telemetry) -> Result<(), bi_data::error::Error> {
     let drain = args.drain_timeout();
+    let (url, connect) = (args.db.database_url.0.clone(), Duration::from_millis(args.db.connect_timeout_ms));
+    let startup = Duration::from_millis(args.startup_timeout_ms);
     let running = match app::start(args).await {
         Ok(r) => r,
         Err(e) => {
@@ -78,7 +80,36 @@ async fn serve(args: ServeArgs, telemetry: telemetry::Telemetry) -> Result<(), b
             return Err(e);
         }
     };
-    shutdown_signal().await;
+    // At start, a database the service cannot use is a reason to exit (one
+    // line: why, what to do); later, an outage is only NOT_SERVING.
+    let usable = async {
+        let since = Instant::now();
+        loop {
+            match store::check_connection(&url, connect).await {
+                Ok(()) => return Ok(()),
+                Err(e) if !startup.is_zero() && since.elapsed() >= startup => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "database not usable yet; waiting"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    // One signal future for the whole life: a SIGTERM during the check is not lost.
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let failed = tokio::select! {
+        r = usable => r.err(),
+        () = &mut stop => {
+            let result = running.shutdown().await;
+            telemetry.shutdown(Duration::from_millis(500)).await;
+            return result;
+        }
+    };
+    if let Some(e) = failed {
+        let _ = running.shutdown().await;
+        telemetry.shutdown(Duration::from_millis(500)).await;
+        return Err(e);
+    }
+    stop.await;
     tracing::info!("signal received");
     let deadline = Instant::now() + drain;
     let result = running.shutdown().await;

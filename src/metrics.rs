@@ -250,7 +250,11 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Internal(format!("cannot listen for metrics on {addr}: {e}")))?;
+        .map_err(|e| {
+            Error::Startup(format!(
+                "cannot listen for metrics on {addr}: {e}; choose another --metrics-listen / METRICS_ADDR (port 0: any)"
+            ))
+        })?;
     let bound = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     Ok((listener, bound))
 }

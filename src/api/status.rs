@@ -70,7 +70,7 @@ pub fn to_status(e: Error) -> Status {
             "the call's deadline or the statement timeout was exceeded".into(),
         ),
         Error::Unavailable(message) => with_reason(Code::Unavailable, "UNAVAILABLE", message),
-        Error::Internal(detail) => {
+        Error::Internal(detail) | Error::Startup(detail) => {
             tracing::error!(error = %detail, "internal error");
             Status::internal("internal error")
         }

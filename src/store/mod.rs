@@ -553,6 +553,57 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
     (op, table)
 }
 
+/// Connects once as the service would (the login, then `SET ROLE
+/// bi_data_app`), so `serve` can say at start what keeps it from working.
+/// The error is one line naming the cause and what to do.
+pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<(), Error> {
+    let mut cfg: tokio_postgres::Config =
+        url.parse().map_err(|e| Error::Startup(format!("--database-url is no PostgreSQL URL: {e}")))?;
+    cfg.connect_timeout(connect_timeout);
+    let user = cfg.get_user().unwrap_or("(default user)").to_owned();
+    let db = cfg.get_dbname().unwrap_or("(default database)").to_owned();
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .collect();
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let explain = |e: &tokio_postgres::Error| -> Error {
+        use tokio_postgres::error::SqlState;
+        let msg = match e.code() {
+            Some(c)
+                if *c == SqlState::INVALID_PASSWORD
+                    || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                format!(
+                    "PostgreSQL refused the login of user '{user}': check the user and password in --database-url / DATABASE_URL"
+                )
+            }
+            Some(c) if *c == SqlState::INVALID_CATALOG_NAME => format!(
+                "database '{db}' does not exist: create it (scripts/dev-env.sh does for bi_data) or fix --database-url"
+            ),
+            Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE || *c == SqlState::UNDEFINED_OBJECT => format!(
+                "user '{user}' may not switch to the role {APP_ROLE}: as a superuser, CREATE ROLE {APP_ROLE} NOLOGIN and GRANT {APP_ROLE} TO {user} (scripts/dev-env.sh does)"
+            ),
+            _ => format!(
+                "cannot reach PostgreSQL at {}:{port} ({e}): is it running and accepting TCP connections? (scripts/dev-env.sh starts it) check --database-url",
+                hosts.join(",")
+            ),
+        };
+        Error::Startup(msg)
+    };
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| explain(&e))?;
+    let task = tokio::spawn(conn);
+    let result = client.batch_execute(&format!("SET ROLE {APP_ROLE}")).await.map_err(|e| explain(&e));
+    drop(client);
+    task.abort();
+    result
+}
+
 /// Maps a driver error by SQLSTATE; details go to the log, not the caller.
 pub fn db_error(e: tokio_postgres::Error) -> Error {
     use tokio_postgres::error::SqlState;

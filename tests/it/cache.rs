@@ -364,6 +364,38 @@ async fn a_miss_that_read_the_old_row_does_not_overwrite_a_newer_invalidation() 
 }
 
 #[tokio::test]
+async fn a_query_over_several_resources_is_dropped_by_a_write_to_any_of_them() {
+    let redis = TestRedis::start().await;
+    let (_app, svc, cache, _) = cached_service(&redis).await;
+    let s = scope();
+    let computed = Arc::new(AtomicU64::new(0));
+    let run = |deps: &'static [&'static Resource]| {
+        let (cache, s, n) = (cache.clone(), s.clone(), computed.clone());
+        async move {
+            cache
+                .query(
+                    &s,
+                    deps,
+                    "test-deps".to_owned(),
+                    Box::pin(async move { Ok(n.fetch_add(1, Ordering::SeqCst).to_le_bytes().to_vec()) }),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    static BOTH: [&Resource; 2] = [&JOB, &COMPANY];
+    assert_eq!(run(&BOTH).await, 0u64.to_le_bytes());
+    assert_eq!(run(&BOTH).await, 0u64.to_le_bytes(), "reused while nothing changed");
+    // A write of the second resource only.
+    svc.create(&s, &COMPANY, draft(&COMPANY, &[("name", text("dep"))]), "").await.unwrap();
+    assert_eq!(run(&BOTH).await, 1u64.to_le_bytes(), "recomputed after a company write");
+    assert_eq!(run(&BOTH).await, 1u64.to_le_bytes());
+    new_job(&svc, &s, &JOB, "dep").await;
+    assert_eq!(run(&BOTH).await, 2u64.to_le_bytes(), "recomputed after a job write");
+    assert_eq!(computed.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn a_merge_invalidates_the_merged_record_the_survivor_and_the_moved_children() {
     let redis = TestRedis::start().await;
     let (_app, svc, _cache, _) = cached_service(&redis).await;

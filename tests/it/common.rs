@@ -202,6 +202,31 @@ pub async fn raw_db() -> tokio_postgres::Client {
     client
 }
 
+/// Waits until no statement of a bi-data server whose text matches `like`
+/// (SQL ILIKE) is active in the test database, at most `within`; false if
+/// one still is then.
+pub async fn no_active_query(db: &tokio_postgres::Client, like: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let running: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bi-data' AND state = 'active' \
+                 AND query ILIKE $1 AND datname = current_database() AND pid <> pg_backend_pid()",
+                &[&like],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A minimal valid job.
 pub fn job(title: &str) -> bi_data::pb::Job {
     bi_data::pb::Job { title: title.into(), company_name: "Acme".into(), ..Default::default() }

@@ -16,6 +16,7 @@ mod ops;
 mod otlp;
 mod pipeline;
 mod python_lifecycle;
+mod readme;
 mod scale;
 mod service;
 mod tenancy_auth;

@@ -264,3 +264,118 @@ async fn grpcurl_smoke_and_sigterm_with_open_watch() {
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(6), "shutdown took {:?}", started.elapsed());
 }
+
+/// The JSON forms the README documents, as the grpcurl the project
+/// installs (1.8.6, through reflection) takes them: a FieldMask only as an
+/// object (the proto3 JSON string form fails), Timestamps as RFC 3339
+/// strings, Structs as JSON objects, enums by name or number.
+#[tokio::test]
+async fn grpcurl_json_forms_are_the_ones_the_readme_shows() {
+    let app = TestApp::spawn().await;
+    let addr = app.addr.to_string();
+    let t = Tenant::new();
+    let auth = format!("authorization: Bearer {}", t.writer);
+    let call = move |body: String, method: &'static str| {
+        let (addr, auth) = (addr.clone(), auth.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                run_grpcurl(&[
+                    "-plaintext",
+                    "-H",
+                    &auth,
+                    "-d",
+                    &body,
+                    &addr,
+                    &format!("bi.data.v1.JobService/{method}"),
+                ])
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (ok, out) = call(
+        r#"{"job": {"title": "JSON forms", "company_name": "Curl Co", "job_type": "JOB_TYPE_CONTRACT",
+            "posting_time": "2026-01-05T09:30:00Z", "attributes": {"visa": true, "team": {"size": 4}}}}"#
+            .into(),
+        "CreateJob",
+    )
+    .await;
+    assert!(ok, "{out}");
+    let job: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(job["jobType"], "JOB_TYPE_CONTRACT");
+    assert_eq!(job["postingTime"], "2026-01-05T09:30:00Z");
+    assert_eq!(job["attributes"]["team"]["size"], 4.0);
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    // FieldMask as an object: accepted.
+    let (ok, out) = call(
+        format!(r#"{{"job": {{"id": "{id}", "title": "Masked", "job_type": 4}}, "update_mask": {{"paths": ["title", "job_type"]}}}}"#),
+        "UpdateJob",
+    )
+    .await;
+    assert!(ok, "{out}");
+    let job: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(job["title"], "Masked");
+    assert_eq!(job["jobType"], "JOB_TYPE_INTERNSHIP", "an enum by number");
+    // FieldMask as the proto3 JSON string: refused by this grpcurl.
+    let (ok, out) = call(
+        format!(r#"{{"job": {{"id": "{id}", "title": "String"}}, "update_mask": "title"}}"#),
+        "UpdateJob",
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("expecting start of JSON object"), "{out}");
+}
+
+/// What keeps `serve` from starting is one line on stderr naming the cause
+/// and what to do, and a non-zero exit, never a panic or a retry forever.
+#[tokio::test]
+async fn startup_errors_are_one_clear_line_and_a_non_zero_exit() {
+    let db = |url: &str| vec!["--database-url".to_owned(), url.to_owned()];
+    let base = database_url();
+    let wrong_db = base.rsplit_once('/').map(|(b, _)| format!("{b}/bi_data_no_such_db")).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    // (serve's arguments, environment, what the last line must say)
+    type Case = (Vec<String>, &'static [(&'static str, &'static str)], &'static str);
+    let cases: Vec<Case> = vec![
+        (db(&base), &[("JWT_SECRET", "")], "no JWT secret: pass --jwt-secret or set JWT_SECRET"),
+        (
+            db("postgres://bi_data_owner:bi_data@127.0.0.1:1/bi_data"),
+            &[],
+            "cannot reach PostgreSQL at 127.0.0.1:1",
+        ),
+        (db(&wrong_db), &[], "database 'bi_data_no_such_db' does not exist"),
+        (
+            db("postgres://bi_data_no_such_role@127.0.0.1:5432/bi_data"),
+            &[],
+            "refused the login of user 'bi_data_no_such_role'",
+        ),
+        (
+            [db(&base), vec!["--listen".into(), busy_addr.clone()]].concat(),
+            &[],
+            "holds it: stop it or choose another --listen",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bi-data"));
+        cmd.arg("serve")
+            .args(&args)
+            .args(["--metrics-listen", "127.0.0.1:0", "--startup-timeout-ms", "1000", "--no-migrate"])
+            .env("JWT_SECRET", SECRET)
+            .env_remove("MIGRATION_DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(!out.status.success(), "{want}: exited 0");
+        assert!(
+            last.starts_with("error: ") && last.contains(want),
+            "{want}: last line was {last:?}\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    drop(busy);
+}

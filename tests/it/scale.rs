@@ -339,23 +339,10 @@ async fn export_streams_everything_in_order_and_stops_when_cancelled() {
     }
     drop(stream);
     let db = raw_db().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let running: i64 = db
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bi-data' AND state = 'active' \
-                 AND query ILIKE '%FROM jobs%' AND datname = current_database()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if running == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "export query still running after cancel");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        no_active_query(&db, "%FROM jobs%", Duration::from_secs(5)).await,
+        "export query still running after cancel"
+    );
     // Bad filters fail the call itself.
     let e = app
         .jobs()

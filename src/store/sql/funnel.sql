@@ -5,6 +5,5 @@ SELECT count(*) FILTER (WHERE e.event = 'SENT'),
   FROM campaign_events AS e
  WHERE e.tenant_id = $1
    AND e.event IN ('SENT', 'OPENED', 'REPLIED', 'INTERESTED')
-   AND e.event_time >= coalesce($2::timestamptz, '-infinity')
-   AND e.event_time < coalesce($3::timestamptz, 'infinity')
+   {range}
    AND e.campaign_id IN (SELECT id FROM campaigns WHERE {campaigns})

@@ -1,7 +1,6 @@
 SELECT b
-  FROM (SELECT g AT TIME ZONE $3::text AS b
-          FROM generate_series(date_trunc($4::text, $1::timestamptz AT TIME ZONE $3::text),
-                               $2::timestamptz AT TIME ZONE $3::text,
-                               ('1 ' || $4::text)::interval) AS g) AS s
- WHERE b < $2::timestamptz
- LIMIT $5
+  FROM (SELECT g AT TIME ZONE {tz}::text AS b
+          FROM generate_series(date_trunc({unit}::text, {start}::timestamptz AT TIME ZONE {tz}::text),
+                               {end}::timestamptz AT TIME ZONE {tz}::text,
+                               ('1 ' || {unit}::text)::interval) AS g) AS s
+ WHERE b < {end}::timestamptz
