@@ -23,6 +23,7 @@ async fn every_readme_walkthrough_example_runs_and_matches_its_output() {
     let scope = Scope {
         tenant: t.id,
         actor: "readme".into(),
+        admin: true,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(120),
