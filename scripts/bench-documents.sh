@@ -6,8 +6,8 @@
 #   scripts/bench-documents.sh [--mib N] [--search-docs N] [--append-seconds S]
 #
 # Builds the release server (under /tmp/bi-bench.lock, so two benchmarks
-# never share the machine), migrates database bi_data_bench_docs (created by
-# dev-env), starts the server without the cache and runs
+# never share the machine), recreates and migrates database
+# bi_data_bench_docs, starts the server without the cache and runs
 # scripts/bench_documents.py against it. LOCAL USE ONLY: the dev database
 # password and a fixed throw-away JWT secret.
 set -euo pipefail
@@ -18,6 +18,8 @@ LOG_TAG=bench-documents
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 
+# A fresh database each run (documents of earlier runs would skew search).
+psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS bi_data_bench_docs WITH (FORCE)" || true
 BI_DATA_EXTRA_DBS=bi_data_bench_docs bash "$ROOT/scripts/dev-env.sh"
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
