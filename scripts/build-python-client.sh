@@ -19,6 +19,7 @@ OUT=${1:?usage: build-python-client.sh OUTDIR}
 PY=${PYTHON:-$ROOT/.tools/venv/bin/python}
 [[ -x $PY ]] || die "$PY not found: run scripts/dev-env.sh (or set PYTHON)"
 mkdir -p "$OUT"
+rm -f "$OUT"/bi_data_client-*.whl
 OUT=$(cd "$OUT" && pwd)
 
 SRC=$(mktemp -d)
