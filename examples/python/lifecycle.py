@@ -5,7 +5,7 @@ company -> opportunity (through its pipeline) -> campaign -> events (SENT,
 OPENED, REPLIED) -> ListCampaignEvents -> ListDueFollowUps, checking every
 answer on the way: ids, statuses, etags, time stamps, the event log's
 numbering, and the error codes and google.rpc.ErrorInfo reasons of illegal
-moves (decoded from the grpc-status-details-bin trailer).
+moves (BiDataError decodes them from the grpc-status-details-bin trailer).
 
 Usage:
   lifecycle.py --addr 127.0.0.1:50051 --token "$TOKEN"
@@ -14,53 +14,22 @@ The token needs the writer role. Run it against a tenant of its own (the
 follow-up check expects only this script's campaigns to be due; the Rust
 test suite runs it that way, `--shared-tenant` relaxes that check so it also
 runs against the demo tenant). Prints a JSON summary and exits 0 when every
-check passed; prints the first mismatch and exits 1 otherwise. Stubs are
-generated on the fly from proto/ with grpcio-tools (pip install grpcio
-grpcio-tools).
+check passed; prints the first mismatch and exits 1 otherwise. Needs the
+bi_data_client package (README, "Python client").
 """
 import argparse
-import atexit
 import datetime as dt
 import json
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 
 import grpc
 
-# The two google.rpc messages this client decodes from error details. Only
-# their full names and fields matter (Any.Unpack matches the type URL), so
-# they are declared here instead of depending on googleapis-common-protos.
-RPC_PROTO = """
-syntax = "proto3";
-package google.rpc;
-import "google/protobuf/any.proto";
-message Status { int32 code = 1; string message = 2; repeated google.protobuf.Any details = 3; }
-message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
-"""
-
-
-def load_stubs():
-    import grpc_tools
-    from grpc_tools import protoc
-
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
-    wkt = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    out = tempfile.mkdtemp(prefix="bi_data_stubs_")
-    atexit.register(shutil.rmtree, out, ignore_errors=True)
-    with open(os.path.join(out, "bi_lifecycle_rpc.proto"), "w", encoding="utf-8") as f:
-        f.write(RPC_PROTO)
-    rc = protoc.main(["", f"-I{root}", f"-I{wkt}", f"-I{out}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", "bi/data/v1/company.proto", "bi/data/v1/outreach.proto",
-                      "bi_lifecycle_rpc.proto"])
-    if rc != 0:
-        sys.exit(f"protoc failed with {rc}")
-    sys.path.insert(0, out)
-    from bi.data.v1 import company_pb2, company_pb2_grpc, outreach_pb2, outreach_pb2_grpc  # noqa: E402
-    import bi_lifecycle_rpc_pb2  # noqa: E402
-    return company_pb2, company_pb2_grpc, outreach_pb2, outreach_pb2_grpc, bi_lifecycle_rpc_pb2
+try:
+    from bi_data_client import BiDataError, Client, company_pb2 as c_pb, outreach_pb2 as o_pb
+except ImportError:
+    sys.exit("bi_data_client is not installed: scripts/build-python-client.sh DIR, then pip install DIR/*.whl")
 
 
 class Mismatch(Exception):
@@ -79,10 +48,8 @@ def main():
     p.add_argument("--shared-tenant", action="store_true",
                    help="the tenant has other campaigns (e.g. the demo's): only look for ours among the due ones")
     args = p.parse_args()
-    c_pb, c_grpc, o_pb, o_grpc, rpc_pb = load_stubs()
     from google.protobuf import field_mask_pb2, timestamp_pb2
 
-    md = [("authorization", f"Bearer {args.token}")]
     run = uuid.uuid4().hex[:8]
     summary = {"run": run}
 
@@ -91,33 +58,19 @@ def main():
         out.FromDatetime(t)
         return out
 
-    def error_info(err):
-        """The ErrorInfo carried in the error's grpc-status-details-bin trailer."""
-        for k, v in err.trailing_metadata() or ():
-            if k == "grpc-status-details-bin":
-                status = rpc_pb.Status.FromString(v)
-                check(status.code == err.code().value[0], f"details code {status.code} != {err.code()}")
-                for d in status.details:
-                    if d.type_url.endswith("/google.rpc.ErrorInfo"):
-                        info = rpc_pb.ErrorInfo()
-                        d.Unpack(info)
-                        return info
-        raise Mismatch(f"no ErrorInfo in the details of {err.code()} {err.details()!r}")
-
     def expect_error(call, code, reason, what):
         try:
             call()
-        except grpc.RpcError as err:
+        except BiDataError as err:
             check(err.code() == code, f"{what}: got {err.code()} {err.details()!r}, want {code}")
-            info = error_info(err)
-            check(info.reason == reason, f"{what}: reason {info.reason!r}, want {reason!r}")
-            check(info.domain == "bi.data.v1", f"{what}: domain {info.domain!r}")
-            return err, info
+            check(err.reason == reason, f"{what}: reason {err.reason!r}, want {reason!r}")
+            check(err.domain == "bi.data.v1", f"{what}: domain {err.domain!r}")
+            return err
         raise Mismatch(f"{what}: succeeded, want {code} {reason}")
 
-    with grpc.insecure_channel(args.addr) as channel:
-        companies = c_grpc.CompanyServiceStub(channel)
-        outreach = o_grpc.OutreachServiceStub(channel)
+    with Client(args.addr, args.token) as client:
+        companies = client.companies
+        outreach = client.outreach
 
         # 1. A company, idempotent by request_id, found by a misspelled name.
         company = c_pb.Company(
@@ -128,14 +81,13 @@ def main():
             confidence_score=0.8)
         company.enrichment.update({"employees": 250, "funding_stage": "series_a"})
         req = c_pb.CreateCompanyRequest(company=company, request_id=f"lifecycle-{run}")
-        co = companies.CreateCompany(req, metadata=md, timeout=30)
+        co = companies.CreateCompany(req)
         check(uuid.UUID(co.id) is not None, "company id is a UUID")
         check(co.name == company.name and co.etag, f"company as created: {co}")
         check(co.enrichment["employees"] == 250, f"enrichment kept: {co.enrichment}")
-        again = companies.CreateCompany(req, metadata=md, timeout=30)
+        again = companies.CreateCompany(req)
         check(again.id == co.id, f"repeated request_id created another company: {again.id} != {co.id}")
-        hits = companies.SearchCompanies(c_pb.SearchCompaniesRequest(query=f"Lifecycle Widgts {run}"),
-                                         metadata=md, timeout=30)
+        hits = companies.SearchCompanies(c_pb.SearchCompaniesRequest(query=f"Lifecycle Widgts {run}"))
         check(hits.companies and hits.companies[0].id == co.id,
               f"SearchCompanies did not find the company first: {[h.name for h in hits.companies]}")
         summary["company_id"] = co.id
@@ -144,8 +96,7 @@ def main():
         opp = companies.CreateOpportunity(c_pb.CreateOpportunityRequest(opportunity=c_pb.Opportunity(
             company_id=co.id, problem_description="Invoices typed in by hand",
             solution_approach="Invoice extraction with a review queue", estimated_value=45000,
-            implementation_complexity=c_pb.IMPLEMENTATION_COMPLEXITY_MEDIUM, confidence_score=0.7)),
-            metadata=md, timeout=30)
+            implementation_complexity=c_pb.IMPLEMENTATION_COMPLEXITY_MEDIUM, confidence_score=0.7)))
         check(opp.status == c_pb.OPPORTUNITY_STATUS_IDENTIFIED, f"new opportunity status {opp.status}")
         check(opp.company_id == co.id, "opportunity names its company")
 
@@ -153,7 +104,7 @@ def main():
             o = c_pb.Opportunity(id=opp.id, status=status, **fields)
             paths = ["status", *fields]
             return companies.UpdateOpportunity(c_pb.UpdateOpportunityRequest(
-                opportunity=o, update_mask=field_mask_pb2.FieldMask(paths=paths)), metadata=md, timeout=30)
+                opportunity=o, update_mask=field_mask_pb2.FieldMask(paths=paths)))
 
         etags = [opp.etag]
         for status, extra in [(c_pb.OPPORTUNITY_STATUS_RESEARCHED, {}),
@@ -164,18 +115,18 @@ def main():
             check(opp.etag not in etags, f"etag {opp.etag} did not change")
             etags.append(opp.etag)
         check(opp.proof_of_concept_created, "proof_of_concept_created kept")
-        err, info = expect_error(lambda: move(c_pb.OPPORTUNITY_STATUS_IDENTIFIED), grpc.StatusCode.FAILED_PRECONDITION,
+        err = expect_error(lambda: move(c_pb.OPPORTUNITY_STATUS_IDENTIFIED), grpc.StatusCode.FAILED_PRECONDITION,
                                  "ILLEGAL_TRANSITION", "PITCHED -> IDENTIFIED")
-        check(info.metadata["from"] == "PITCHED" and info.metadata["to"] == "IDENTIFIED",
-              f"ErrorInfo metadata {dict(info.metadata)}")
-        check(sorted(info.metadata["allowed"].split(",")) == ["ACCEPTED", "REJECTED"],
-              f"allowed next states {info.metadata['allowed']!r}")
-        got = companies.GetOpportunity(c_pb.GetOpportunityRequest(id=opp.id), metadata=md, timeout=30)
+        check(err.metadata["from"] == "PITCHED" and err.metadata["to"] == "IDENTIFIED",
+              f"ErrorInfo metadata {err.metadata}")
+        check(sorted(err.metadata["allowed"].split(",")) == ["ACCEPTED", "REJECTED"],
+              f"allowed next states {err.metadata['allowed']!r}")
+        got = companies.GetOpportunity(c_pb.GetOpportunityRequest(id=opp.id))
         check(got.status == c_pb.OPPORTUNITY_STATUS_PITCHED and got.etag == opp.etag,
               "a refused move changed the opportunity")
         opp = move(c_pb.OPPORTUNITY_STATUS_ACCEPTED)
         check(opp.status == c_pb.OPPORTUNITY_STATUS_ACCEPTED, f"accepted: {opp.status}")
-        _, info = expect_error(lambda: move(c_pb.OPPORTUNITY_STATUS_REJECTED), grpc.StatusCode.FAILED_PRECONDITION,
+        info = expect_error(lambda: move(c_pb.OPPORTUNITY_STATUS_REJECTED), grpc.StatusCode.FAILED_PRECONDITION,
                                "ILLEGAL_TRANSITION", "ACCEPTED -> REJECTED (final state)")
         check(info.metadata["allowed"] == "", f"a final state allows {info.metadata['allowed']!r}")
         summary["opportunity_id"] = opp.id
@@ -187,19 +138,17 @@ def main():
         camp = outreach.CreateCampaign(o_pb.CreateCampaignRequest(campaign=o_pb.Campaign(
             company_id=co.id, opportunity_id=opp.id, contact_method=o_pb.CONTACT_METHOD_EMAIL,
             contact_person="Dana Scully", message_content="Hi Dana, about those invoices...",
-            follow_up_time=ts(follow_up))), metadata=md, timeout=30)
+            follow_up_time=ts(follow_up))))
         check(camp.status == o_pb.CAMPAIGN_STATUS_DRAFT, f"new campaign status {camp.status}")
         check(camp.opportunity_id == opp.id and camp.company_id == co.id, "campaign references")
         check(not camp.HasField("sent_time"), "a draft has no sent_time")
         # A draft is not open: not due, whatever its follow_up_time.
         draft = outreach.CreateCampaign(o_pb.CreateCampaignRequest(campaign=o_pb.Campaign(
-            company_id=co.id, contact_method=o_pb.CONTACT_METHOD_PHONE, follow_up_time=ts(follow_up))),
-            metadata=md, timeout=30)
+            company_id=co.id, contact_method=o_pb.CONTACT_METHOD_PHONE, follow_up_time=ts(follow_up))))
         # An opportunity of another company is refused.
-        other = companies.CreateCompany(c_pb.CreateCompanyRequest(company=c_pb.Company(name=f"Other {run}")),
-                                        metadata=md, timeout=30)
+        other = companies.CreateCompany(c_pb.CreateCompanyRequest(company=c_pb.Company(name=f"Other {run}")))
         expect_error(lambda: outreach.CreateCampaign(o_pb.CreateCampaignRequest(campaign=o_pb.Campaign(
-            company_id=other.id, opportunity_id=opp.id)), metadata=md, timeout=30),
+            company_id=other.id, opportunity_id=opp.id))),
             grpc.StatusCode.FAILED_PRECONDITION, "REFERENCE_NOT_FOUND", "campaign with another company's opportunity")
         summary["campaign_id"] = camp.id
 
@@ -211,7 +160,7 @@ def main():
 
         def record(kind, at):
             return outreach.RecordCampaignEvent(o_pb.RecordCampaignEventRequest(
-                id=camp.id, event=kind, event_time=ts(at)), metadata=md, timeout=30)
+                id=camp.id, event=kind, event_time=ts(at)))
 
         for kind, at, status in zip(kinds, times, want):
             camp = record(kind, at)
@@ -226,8 +175,7 @@ def main():
                      "ILLEGAL_TRANSITION", "REPLIED -> SENT")
 
         # 5. The event log: every accepted event once, numbered 1..n.
-        log = outreach.ListCampaignEvents(o_pb.ListCampaignEventsRequest(campaign_id=camp.id), metadata=md,
-                                          timeout=30)
+        log = outreach.ListCampaignEvents(o_pb.ListCampaignEventsRequest(campaign_id=camp.id))
         check([e.seq for e in log.events] == [1, 2, 3], f"event seqs {[e.seq for e in log.events]}")
         check([e.event for e in log.events] == kinds, f"events {[e.event for e in log.events]}")
         check([e.event_time.ToDatetime(dt.timezone.utc) for e in log.events] == times, "event times")
@@ -235,8 +183,7 @@ def main():
         check(not log.next_page_token, "one page of events")
 
         # 6. Due follow-ups: the open campaign, not the draft; none before yesterday.
-        due = outreach.ListDueFollowUps(o_pb.ListDueFollowUpsRequest(before=ts(now), page_size=1000), metadata=md,
-                                        timeout=30)
+        due = outreach.ListDueFollowUps(o_pb.ListDueFollowUpsRequest(before=ts(now), page_size=1000))
         ids = [c.id for c in due.campaigns]
         check(camp.id in ids, f"the replied campaign is not due: {ids}")
         check(draft.id not in ids, "a draft is listed as due")
@@ -246,7 +193,7 @@ def main():
         check(stamps == sorted(stamps), "due follow-ups are not oldest first")
         check(all(c.follow_up_time.ToDatetime(dt.timezone.utc) <= now for c in due.campaigns), "a future follow-up")
         earlier = outreach.ListDueFollowUps(o_pb.ListDueFollowUpsRequest(
-            before=ts(follow_up - dt.timedelta(seconds=1)), page_size=1000), metadata=md, timeout=30)
+            before=ts(follow_up - dt.timedelta(seconds=1)), page_size=1000))
         check(camp.id not in [c.id for c in earlier.campaigns], "due before its follow_up_time")
         summary["events"] = len(log.events)
         summary["due_follow_ups"] = len(ids)

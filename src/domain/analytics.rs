@@ -100,13 +100,15 @@ impl Bucket {
             Bucket::Month => "month",
         }
     }
-    /// The shortest bucket in seconds (a DST day has 23 hours, February 28 days).
-    pub fn min_seconds(self) -> i64 {
+    /// The longest bucket in seconds (a DST day has 25 hours, a month 31
+    /// days): a range longer than `MAX_BUCKETS` of these surely holds too
+    /// many buckets; the exact count comes from the database.
+    pub fn max_seconds(self) -> i64 {
         match self {
             Bucket::Hour => 3600,
-            Bucket::Day => 23 * 3600,
-            Bucket::Week => 7 * 24 * 3600 - 3600,
-            Bucket::Month => 28 * 24 * 3600 - 3600,
+            Bucket::Day => 25 * 3600,
+            Bucket::Week => 7 * 24 * 3600 + 3600,
+            Bucket::Month => 31 * 24 * 3600 + 3600,
         }
     }
 }

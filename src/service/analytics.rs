@@ -4,7 +4,7 @@
 //! they read (so a committed write of any of them is reflected at once).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Mutex, PoisonError},
 };
 
@@ -132,9 +132,10 @@ pub struct QueryStatsOut {
     pub pg_stat_statements: Option<Vec<sql::PgStatement>>,
 }
 
-/// Time zones PostgreSQL confirmed, so each name is looked up once
-/// (bounded: past the bound a name is simply looked up again).
-static KNOWN_ZONES: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Time zone names looked up in PostgreSQL (lowercased) and what it calls
+/// them (`None`: no such zone), so each name is looked up once (bounded:
+/// past the bound a name is simply looked up again).
+static KNOWN_ZONES: Mutex<Option<HashMap<String, Option<String>>>> = Mutex::new(None);
 const MAX_KNOWN_ZONES: usize = 1024;
 
 fn bad_range(msg: impl Into<String>) -> Error {
@@ -222,27 +223,28 @@ impl Service {
         self.cached(scope, &[res], key, compute).await
     }
 
-    async fn check_time_zone(&self, scope: &Scope, tz: &str) -> Result<(), Error> {
+    /// PostgreSQL's name of the caller's time zone, or INVALID_ARGUMENT.
+    async fn time_zone(&self, scope: &Scope, tz: &str) -> Result<String, Error> {
         analytics::time_zone_shape(tz)?;
-        let known = |tz: &str| {
-            KNOWN_ZONES
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|s| s.contains(tz))
+        let key = tz.to_ascii_lowercase();
+        let cached = KNOWN_ZONES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|m| m.get(&key).cloned());
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let found = sql::time_zone(&self.store, scope, tz).await?;
+                let mut zones = KNOWN_ZONES.lock().unwrap_or_else(PoisonError::into_inner);
+                let map = zones.get_or_insert_with(HashMap::new);
+                if map.len() < MAX_KNOWN_ZONES {
+                    map.insert(key, found.clone());
+                }
+                found
+            }
         };
-        if known(tz) {
-            return Ok(());
-        }
-        if !sql::time_zone_exists(&self.store, scope, tz).await? {
-            return Err(Error::invalid("time_zone", format!("'{tz}' is no time zone PostgreSQL knows")));
-        }
-        let mut zones = KNOWN_ZONES.lock().unwrap_or_else(PoisonError::into_inner);
-        let set = zones.get_or_insert_with(HashSet::new);
-        if set.len() < MAX_KNOWN_ZONES {
-            set.insert(tz.to_owned());
-        }
-        Ok(())
+        found.ok_or_else(|| Error::invalid("time_zone", format!("'{tz}' is no time zone PostgreSQL knows")))
     }
 
     pub async fn trend(&self, scope: &Scope, a: TrendArgs<'_>) -> Result<Trend, Error> {
@@ -264,7 +266,7 @@ impl Service {
             return Err(bad_range("end_time must be after start_time"));
         }
         let span = (end - start).num_seconds();
-        if span / bucket.min_seconds() > MAX_BUCKETS as i64 {
+        if span / bucket.max_seconds() > MAX_BUCKETS as i64 {
             return Err(bad_range(format!(
                 "the range holds more than {MAX_BUCKETS} {} buckets; use a wider bucket or a shorter range",
                 bucket.unit()
@@ -287,10 +289,12 @@ impl Service {
             }
             n => n as usize,
         };
-        let tz = if a.time_zone.is_empty() { "UTC" } else { a.time_zone };
-        if tz != "UTC" {
-            self.check_time_zone(scope, tz).await?;
-        }
+        let tz = if a.time_zone.is_empty() || a.time_zone == "UTC" {
+            "UTC".to_owned()
+        } else {
+            self.time_zone(scope, a.time_zone).await?
+        };
+        let tz = tz.as_str();
         let filter = parse_filter(res, a.filter)?;
         let key = format!(
             "trend\n{}\n{}\n{:?}\n{}\n{}\n{}\n{}\n{}\n{tz}\n{window}",
@@ -528,7 +532,7 @@ impl Service {
             n => (n as usize).min(200),
         };
         let shapes = self.store.query_stats().slowest(limit);
-        let pg = sql::pg_stat_statements(&self.store, scope, limit).await;
+        let pg = sql::pg_stat_statements(&self.store, scope, limit).await?;
         Ok(QueryStatsOut { shapes, pg_stat_statements: pg })
     }
 }

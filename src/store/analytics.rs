@@ -29,6 +29,7 @@ const BUCKETS_HOUR: &str = include_str!("sql/trend_buckets_hour.sql").trim_ascii
 const BUCKETS_CALENDAR: &str = include_str!("sql/trend_buckets_calendar.sql").trim_ascii_end();
 const FUNNEL: &str = include_str!("sql/funnel.sql").trim_ascii_end();
 const PG_STAT_STATEMENTS: &str = include_str!("sql/pg_stat_statements.sql").trim_ascii_end();
+const PG_STAT_STATEMENTS_LOADED: &str = include_str!("sql/pg_stat_statements_loaded.sql").trim_ascii_end();
 const TIME_ZONE_EXISTS: &str = include_str!("sql/time_zone_exists.sql").trim_ascii_end();
 
 fn refs(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
@@ -199,7 +200,7 @@ pub async fn trend(
             let rank = if q.metric.func.additive() { "v" } else { "n" };
             params.push(Value::Int(q.max_series as i64));
             format!(
-                "SELECT b, g, v, r FROM (SELECT b, g, v, dense_rank() OVER (ORDER BY tot DESC, g) AS r FROM \
+                "SELECT b, g, v, r FROM (SELECT b, g, v, dense_rank() OVER (ORDER BY tot DESC NULLS LAST, g) AS r FROM \
                  (SELECT b, g, v, sum({rank}) OVER (PARTITION BY g) AS tot FROM \
                  (SELECT {bucket} AS b, to_jsonb({gc}) AS g, {metric} AS v, count(*) AS n \
                  FROM {t} WHERE {cond} GROUP BY 1, 2) AS x) AS y) AS z WHERE r <= ${n}",
@@ -234,15 +235,18 @@ pub async fn trend(
     Ok((buckets, cells))
 }
 
-/// Whether PostgreSQL knows the time zone `name`.
-pub async fn time_zone_exists(store: &Store, scope: &Scope, name: &str) -> Result<bool, Error> {
+/// PostgreSQL's name of the time zone `name` (matched case-insensitively,
+/// as `AT TIME ZONE` does), or `None` when it knows no such zone.
+pub async fn time_zone(store: &Store, scope: &Scope, name: &str) -> Result<Option<String>, Error> {
     let p = [Value::Text(name.to_owned())];
     let r = refs(&p);
-    let rows = store.read(scope, &[(TIME_ZONE_EXISTS, &r)]).await?;
-    Ok(rows.first().is_some_and(|r| !r.is_empty()))
+    let rows = store.read(scope, &[(TIME_ZONE_EXISTS, &r)]).await?.pop().unwrap_or_default();
+    rows.first().map(|r| r.try_get::<_, String>(0).map_err(db_error)).transpose()
 }
 
-/// Campaigns with a SENT, OPENED, REPLIED, INTERESTED event in the range.
+/// Events SENT, OPENED, REPLIED, INTERESTED in the range of live campaigns
+/// (a campaign has at most one of each: its status machine never revisits
+/// a state, so without a range these are campaigns reaching each stage).
 pub async fn funnel(
     store: &Store,
     scope: &Scope,
@@ -427,22 +431,33 @@ pub struct PgStatement {
     pub rows: i64,
 }
 
-/// The database's most expensive statements by total time; `None` when
-/// pg_stat_statements is not installed or not preloaded (the view errors).
-pub async fn pg_stat_statements(store: &Store, scope: &Scope, limit: usize) -> Option<Vec<PgStatement>> {
+/// The service role's most expensive statements in this database by total
+/// time (other roles' rows would show as `<insufficient privilege>`);
+/// `Ok(None)` when pg_stat_statements is not installed or not preloaded
+/// (its settings exist only when the library is loaded; the view would
+/// error). Other failures are errors like any read's.
+pub async fn pg_stat_statements(
+    store: &Store,
+    scope: &Scope,
+    limit: usize,
+) -> Result<Option<Vec<PgStatement>>, Error> {
+    let none: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+    let loaded = store.read(scope, &[(PG_STAT_STATEMENTS_LOADED, &none)]).await?;
+    if !loaded.first().and_then(|r| r.first()).is_some_and(|r| r.get::<_, bool>(0)) {
+        return Ok(None);
+    }
     let p = [Value::Int(limit as i64)];
     let r = refs(&p);
-    let rows = store.read(scope, &[(PG_STAT_STATEMENTS, &r)]).await.ok()?.pop()?;
-    rows.iter()
-        .map(|row| {
-            Some(PgStatement {
-                query: row.try_get(0).ok()?,
-                calls: row.try_get(1).ok()?,
-                mean_ms: row.try_get(2).ok()?,
-                max_ms: row.try_get(3).ok()?,
-                total_ms: row.try_get(4).ok()?,
-                rows: row.try_get(5).ok()?,
-            })
+    let rows = store.read(scope, &[(PG_STAT_STATEMENTS, &r)]).await?.pop().unwrap_or_default();
+    let get = |row: &Row| -> Result<PgStatement, tokio_postgres::Error> {
+        Ok(PgStatement {
+            query: row.try_get::<_, Option<String>>(0)?.unwrap_or_default(),
+            calls: row.try_get(1)?,
+            mean_ms: row.try_get(2)?,
+            max_ms: row.try_get(3)?,
+            total_ms: row.try_get(4)?,
+            rows: row.try_get(5)?,
         })
-        .collect()
+    };
+    rows.iter().map(|r| get(r).map_err(db_error)).collect::<Result<Vec<_>, _>>().map(Some)
 }

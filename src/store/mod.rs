@@ -18,7 +18,10 @@ mod value_sql;
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::Poll,
     time::{Duration, Instant},
 };
@@ -141,8 +144,14 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
         .recycle_timeout(Some(Duration::from_secs(2)))
         .post_create(Hook::async_fn(|client, _| {
             Box::pin(async move {
+                // The backend checks every second that the client is still
+                // there, so a statement whose connection was dropped (its
+                // caller went away mid-statement, see `Tx`) ends within a
+                // second instead of running to its end.
                 client
-                    .batch_execute(&format!("SET ROLE {APP_ROLE}"))
+                    .batch_execute(&format!(
+                        "SET ROLE {APP_ROLE}; SET client_connection_check_interval = 1000"
+                    ))
                     .await
                     .map_err(|e| HookError::message(format!("cannot SET ROLE {APP_ROLE}: {e}")))
             })
@@ -231,7 +240,13 @@ impl Store {
                 .observe(waited.elapsed().as_secs_f64());
             client.map_err(pool_error)?
         };
-        Ok(Tx { client: Some(client), settings: self.settings.clone(), open: false, rpc: None })
+        Ok(Tx {
+            client: Some(client),
+            settings: self.settings.clone(),
+            open: false,
+            abandoned: AtomicBool::new(false),
+            rpc: None,
+        })
     }
 
     async fn begin_on(&self, pool: &Pool, scope: &Scope, read_only: bool) -> Result<Tx, Error> {
@@ -320,11 +335,16 @@ impl Settings {
 }
 
 /// A tenant-scoped transaction. Dropped without `commit`, it rolls back
-/// before its connection returns to the pool.
+/// before its connection returns to the pool; dropped while a statement was
+/// in flight (the caller went away), its connection is closed instead, so
+/// the backend stops the statement (`client_connection_check_interval`)
+/// rather than run it to its end with a ROLLBACK queued behind it.
 pub struct Tx {
     client: Option<Object>,
     settings: Arc<Settings>,
     open: bool,
+    /// A statement future was dropped before its answer.
+    abandoned: AtomicBool,
     /// The scope's call name, for slow-query log lines.
     rpc: Option<Arc<str>>,
 }
@@ -400,6 +420,7 @@ impl Tx {
     pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
         let (span, start) = self.statement_span(sql, None);
         let client = self.client();
+        let in_flight = InFlight(&self.abandoned);
         let result = async {
             // Filters make SQL shapes open-ended: bound the per-connection
             // cache (and the server-side prepared statements behind it).
@@ -411,6 +432,7 @@ impl Tx {
         }
         .instrument(span.clone())
         .await;
+        in_flight.done();
         self.finish_statement(&span, sql, start, result)
     }
 
@@ -504,8 +526,31 @@ impl Tx {
     }
 }
 
+/// Marks its transaction abandoned unless the statement answered.
+struct InFlight<'a>(&'a AtomicBool);
+
+impl InFlight<'_> {
+    fn done(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Tx {
     fn drop(&mut self) {
+        if self.abandoned.load(Ordering::Relaxed)
+            && let Some(client) = self.client.take()
+        {
+            // Closed, not returned: the backend ends the statement it is
+            // running when it notices the client is gone.
+            let _ = Object::take(client);
+            return;
+        }
         if self.open
             && let Some(client) = self.client.take()
         {

@@ -422,6 +422,15 @@ async fn trends_have_every_bucket_ratios_averages_and_groups() {
     assert_eq!(starts[2] - starts[1], DAY, "an ordinary day");
     assert_eq!(starts[3] - starts[2], DAY - 3600, "the spring-forward day has 23 hours");
     assert_eq!(starts[3] % DAY, 22 * 3600, "summer time: local midnight is 22:00 UTC");
+    // Zone names match without regard to case, as AT TIME ZONE's do.
+    let lower = trend(
+        &app,
+        &t,
+        pb::GetTrendRequest { time_zone: "europe/berlin".into(), ..day_trend(1_774_742_400 - 2 * DAY, 3) },
+    )
+    .await
+    .expect("a lowercase zone name");
+    assert_eq!(lower.points, berlin.points);
 }
 
 #[tokio::test]
@@ -700,8 +709,15 @@ async fn aggregates_reflect_a_write_at_once_with_the_cache_on() {
             .map(|g| (text(&g.group_values[0]), num(&g.values[0]).unwrap(), num(&g.values[1])))
             .collect::<Vec<_>>()
     };
+    let hits = || async {
+        let m = crate::observability::scrape(app.metrics_addr).await;
+        let k = crate::observability::key("bi_data_cache_requests_total", &[("result", "hit")]);
+        m.get(&k).copied().unwrap_or(0.0)
+    };
     let before = count().await;
+    let hits_before = hits().await;
     assert_eq!(before, count().await, "a second read (from the cache) agrees");
+    assert!(hits().await > hits_before, "the second read was a cache hit");
     assert_eq!(before.iter().map(|g| g.1).sum::<f64>(), rows.len() as f64);
     let created = app
         .jobs()
@@ -965,4 +981,48 @@ async fn query_stats_are_for_admins_and_show_pg_stat_statements_when_loaded() {
         assert!(!r.pg_stat_statements.is_empty());
         assert!(r.pg_stat_statements.iter().all(|p| p.calls > 0 && !p.query.is_empty()));
     }
+}
+
+#[tokio::test]
+async fn a_group_without_values_ranks_last_in_a_grouped_trend() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut requests = Vec::new();
+    for (industry, salary) in
+        [("a", Some(30)), ("a", Some(30)), ("b", None), ("b", None), ("b", None), ("c", Some(5))]
+    {
+        requests.push(pb::CreateJobRequest {
+            job: Some(pb::Job {
+                title: "t".into(),
+                company_name: "Acme".into(),
+                industry: industry.into(),
+                salary_max: salary,
+                posting_time: ts(T0 + 3600),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        });
+    }
+    app.jobs()
+        .batch_create_jobs(authed(
+            &t.writer,
+            pb::BatchCreateJobsRequest { requests, request_id: String::new() },
+        ))
+        .await
+        .unwrap();
+    let got = trend(
+        &app,
+        &t,
+        pb::GetTrendRequest {
+            metric: Some(metric(F::Sum, "salary_max")),
+            group_by: "industry".into(),
+            ..day_trend(T0, 1)
+        },
+    )
+    .await
+    .unwrap();
+    let order: Vec<String> = got.series.iter().map(|s| text(s.group_value.as_ref().unwrap())).collect();
+    assert_eq!(order, ["a", "c", "b"], "by the metric's total; a group with none of it last");
+    assert_eq!(got.series[0].points[0].value, 60.0);
+    assert_eq!(got.series[2].points[0].value, 0.0);
 }

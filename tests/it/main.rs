@@ -15,6 +15,7 @@ mod observability;
 mod ops;
 mod otlp;
 mod pipeline;
+mod python_client;
 mod python_lifecycle;
 mod readme;
 mod scale;

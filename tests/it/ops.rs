@@ -379,3 +379,50 @@ async fn startup_errors_are_one_clear_line_and_a_non_zero_exit() {
     }
     drop(busy);
 }
+
+/// A statement whose caller goes away mid-flight (the call cancelled, its
+/// deadline passed, a report's reader gone) does not run to its end: the
+/// transaction closes its connection, and the backend notices within its
+/// client_connection_check_interval.
+#[tokio::test]
+async fn a_statement_abandoned_mid_flight_stops_on_the_server() {
+    let store = bi_data::store::Store::new(&serve_args(&[]).db, Duration::from_secs(1)).expect("store");
+    let scope = bi_data::store::Scope {
+        tenant: uuid::Uuid::new_v4(),
+        actor: "abandon".into(),
+        request_id: None,
+        trace_id: None,
+        timeout: Duration::from_secs(60),
+        deadline: None,
+        rpc: None,
+    };
+    let tx = store.begin_read(&scope).await.expect("begin");
+    // A statement text no other test runs.
+    let slow = tokio::time::timeout(Duration::from_millis(300), tx.query("SELECT pg_sleep(29.5)", &[])).await;
+    assert!(slow.is_err(), "the statement was still running when its caller left");
+    drop(tx);
+    let db = raw_db().await;
+    let stopped = async {
+        loop {
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(29.5)' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if n == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), stopped)
+        .await
+        .expect("the backend stopped the abandoned statement");
+    // The pool is still usable afterwards.
+    let tx = store.begin_read(&scope).await.expect("begin again");
+    assert_eq!(tx.query("SELECT 1", &[]).await.unwrap().len(), 1);
+    store.close();
+}

@@ -1,5 +1,5 @@
-//! A Python client generated from `proto/` with grpcio-tools
-//! (`examples/python/lifecycle.py`) walks company -> opportunity -> campaign
+//! A Python program using the client package (`examples/python/lifecycle.py`
+//! on `bi_data_client`, installed by `python_client::client_python`) walks company -> opportunity -> campaign
 //! -> events -> due follow-ups against a live server; the script checks
 //! every answer itself and this test checks what it left behind.
 
@@ -11,20 +11,20 @@ use bi_data::pb::{
 };
 
 use crate::common::*;
+use crate::python_client::client_python;
 
 #[tokio::test]
 async fn python_client_walks_the_outreach_lifecycle() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let app = TestApp::spawn().await;
     let t = Tenant::new();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/lifecycle.py");
     let addr = app.addr.to_string();
     let token = t.writer.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
+        Command::new(client_python())
             .args([script, "--addr", &addr, "--token", &token])
             .output()
-            .expect("python runs (scripts/test.sh sets PYTHON to the venv with grpcio)")
+            .expect("the client venv's python runs")
     })
     .await
     .unwrap();

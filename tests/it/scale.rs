@@ -570,7 +570,6 @@ async fn applications_and_employer_responses() {
 #[tokio::test]
 async fn python_client_imports_a_file() {
     use std::process::Command;
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let app = TestApp::spawn().await;
     let t = Tenant::new();
     let dir = std::env::temp_dir().join(format!("bi-data-py-{}", t.id));
@@ -592,11 +591,11 @@ async fn python_client_imports_a_file() {
     let addr = app.addr.to_string();
     let token = t.writer.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
+        Command::new(crate::python_client::client_python())
             .args([script, "--addr", &addr, "--token", &token, "--source-site", "python"])
             .arg(&file)
             .output()
-            .expect("python runs (scripts/test.sh sets PYTHON to the venv with grpcio)")
+            .expect("the client venv's python runs")
     })
     .await
     .unwrap();

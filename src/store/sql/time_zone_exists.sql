@@ -1,1 +1,1 @@
-SELECT 1 FROM pg_timezone_names WHERE name = $1
+SELECT name FROM pg_timezone_names WHERE lower(name) = lower($1) ORDER BY name = $1 DESC, name LIMIT 1
