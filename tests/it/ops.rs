@@ -390,6 +390,7 @@ async fn a_statement_abandoned_mid_flight_stops_on_the_server() {
     let scope = bi_data::store::Scope {
         tenant: uuid::Uuid::new_v4(),
         actor: "abandon".into(),
+        admin: false,
         request_id: None,
         trace_id: None,
         timeout: Duration::from_secs(60),
