@@ -512,11 +512,7 @@ impl Service {
                     }
                     Ok::<_, Error>(())
                 };
-                let result = match scope.deadline {
-                    Some(d) => tokio::time::timeout_at(d, work).await.unwrap_or(Err(Error::DeadlineExceeded)),
-                    None => work.await,
-                };
-                if let Err(e) = result {
+                if let Err(e) = super::within(scope.deadline, work).await {
                     let _ = out.send(Err(e)).await;
                 }
             }

@@ -359,7 +359,10 @@ async fn startup_errors_are_one_clear_line_and_a_non_zero_exit() {
     ];
     for (args, env, want) in cases {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bi-data"));
+        // Port 0 unless the case names its own (the later flag wins): the
+        // default 50051 may be a demo server's.
         cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
             .args(&args)
             .args(["--metrics-listen", "127.0.0.1:0", "--startup-timeout-ms", "1000", "--no-migrate"])
             .env("JWT_SECRET", SECRET)
