@@ -1026,3 +1026,54 @@ async fn a_group_without_values_ranks_last_in_a_grouped_trend() {
     assert_eq!(got.series[0].points[0].value, 60.0);
     assert_eq!(got.series[2].points[0].value, 0.0);
 }
+
+/// The two reports not covered above by more than one batch: every row
+/// once, in order, across the 2,000-row keyset batches.
+#[tokio::test]
+async fn outreach_and_ingest_reports_continue_across_batches() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let db = raw_db().await;
+    db.execute("SELECT set_config('app.tenant_id', $1, false)", &[&t.id.to_string()]).await.unwrap();
+    let company = uuid::Uuid::now_v7();
+    db.execute("INSERT INTO companies (tenant_id, id, name) VALUES ($1, $2, 'Batch Co')", &[&t.id, &company])
+        .await
+        .unwrap();
+    // uuid v7 ids in creation order, as the service makes them.
+    let campaigns: Vec<uuid::Uuid> = (0..4500).map(|_| uuid::Uuid::now_v7()).collect();
+    db.execute(
+        "INSERT INTO campaigns (tenant_id, id, company_id, message_content) \
+         SELECT $1, id, $2, 'Hi' FROM unnest($3::uuid[]) AS id",
+        &[&t.id, &company, &campaigns],
+    )
+    .await
+    .unwrap();
+    let runs: Vec<uuid::Uuid> = (0..4100).map(|_| uuid::Uuid::now_v7()).collect();
+    db.execute(
+        "INSERT INTO ingest_runs (tenant_id, id, source_site) SELECT $1, id, 'batch' FROM unnest($2::uuid[]) AS id",
+        &[&t.id, &runs],
+    )
+    .await
+    .unwrap();
+    let ids = |jsonl: &[u8], key: &str| -> Vec<uuid::Uuid> {
+        jsonl
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()[key]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (data, rows, _) = report(&app, &t, pb::Report::OutreachPerformance, ReportFormat::Jsonl, "").await;
+    assert_eq!(rows, 4500);
+    assert_eq!(ids(&data, "campaign_id"), campaigns, "every campaign once, in creation order");
+    let (data, rows, _) = report(&app, &t, pb::Report::IngestHistory, ReportFormat::Jsonl, "").await;
+    assert_eq!(rows, 4100);
+    let mut newest_first = runs.clone();
+    newest_first.reverse();
+    assert_eq!(ids(&data, "ingest_run_id"), newest_first, "every run once, newest first");
+}
