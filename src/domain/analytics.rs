@@ -10,6 +10,7 @@ use super::{
     job::JOB,
     outreach::CAMPAIGN,
     schema::{Analytic, Field, Resource},
+    value::Value,
 };
 use crate::error::Error;
 
@@ -291,30 +292,45 @@ impl Format {
     }
 }
 
-/// One report cell, as the store reads it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Cell {
-    Null,
-    Text(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
+/// A report cell as text: times RFC 3339 in UTC (as precise as they are),
+/// uuids hyphenated; `None` for NULL. Numbers and booleans are written by
+/// the callers themselves.
+fn cell_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    Some(match v {
+        Value::Null => return None,
+        Value::Text(s) => Cow::Borrowed(s.as_str()),
+        Value::Time(t) => Cow::Owned(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        Value::Uuid(u) => Cow::Owned(u.to_string()),
+        other => Cow::Owned(other.to_json().to_string()),
+    })
 }
 
 /// Appends one CSV record (RFC 4180: quoted when it holds a comma, a quote,
 /// CR or LF; quotes doubled; CRLF at the end).
 pub fn csv_row<'a>(out: &mut Vec<u8>, cells: impl IntoIterator<Item = CellRef<'a>>) {
+    use std::io::Write as _;
     for (i, c) in cells.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
+        // Writes into a Vec cannot fail.
         match c {
-            CellRef::Cell(Cell::Null) => {}
-            CellRef::Cell(Cell::Text(s)) => csv_text(out, s),
             CellRef::Header(s) => csv_text(out, s),
-            CellRef::Cell(Cell::Int(n)) => out.extend_from_slice(n.to_string().as_bytes()),
-            CellRef::Cell(Cell::Float(x)) => out.extend_from_slice(x.to_string().as_bytes()),
-            CellRef::Cell(Cell::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            CellRef::Value(Value::Int(n)) => {
+                let _ = write!(out, "{n}");
+            }
+            CellRef::Value(Value::Float(x)) => {
+                let _ = write!(out, "{x}");
+            }
+            CellRef::Value(Value::Bool(b)) => {
+                let _ = write!(out, "{b}");
+            }
+            CellRef::Value(v) => {
+                if let Some(t) = cell_text(v) {
+                    csv_text(out, &t);
+                }
+            }
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -338,28 +354,32 @@ fn csv_text(out: &mut Vec<u8>, s: &str) {
 /// A cell or a header name, for [`csv_row`].
 #[derive(Clone, Copy)]
 pub enum CellRef<'a> {
-    Cell(&'a Cell),
+    Value(&'a Value),
     Header(&'a str),
 }
 
-/// Appends one JSON line: `{"column": value, ...}\n`.
-pub fn json_row(out: &mut Vec<u8>, columns: &[&str], cells: &[Cell]) {
-    let mut obj = serde_json::Map::with_capacity(columns.len());
-    for (c, v) in columns.iter().zip(cells) {
-        let v = match v {
-            Cell::Null => serde_json::Value::Null,
-            Cell::Text(s) => serde_json::Value::String(s.clone()),
-            Cell::Int(n) => serde_json::Value::from(*n),
-            Cell::Float(x) => {
-                serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, serde_json::Value::Number)
-            }
-            Cell::Bool(b) => serde_json::Value::Bool(*b),
+/// Appends one JSON line, `{"column": value, ...}\n`, keys in column order;
+/// written directly (no map, no copies of the row's strings).
+pub fn json_row(out: &mut Vec<u8>, columns: &[&str], cells: &[Value]) {
+    out.push(b'{');
+    for (i, (c, v)) in columns.iter().zip(cells).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Strings and numbers always serialize into a Vec.
+        let _ = serde_json::to_writer(&mut *out, c);
+        out.push(b':');
+        let _ = match v {
+            Value::Null => serde_json::to_writer(&mut *out, &()),
+            Value::Int(n) => serde_json::to_writer(&mut *out, n),
+            Value::Float(x) if x.is_finite() => serde_json::to_writer(&mut *out, x),
+            Value::Float(_) => serde_json::to_writer(&mut *out, &()),
+            Value::Bool(b) => serde_json::to_writer(&mut *out, b),
+            Value::Json(j) => serde_json::to_writer(&mut *out, j),
+            other => serde_json::to_writer(&mut *out, &cell_text(other).unwrap_or_default()),
         };
-        obj.insert((*c).to_owned(), v);
     }
-    // A map of plain values always serializes.
-    let _ = serde_json::to_writer(&mut *out, &serde_json::Value::Object(obj));
-    out.push(b'\n');
+    out.extend_from_slice(b"}\n");
 }
 
 /// `change_ratio` of a bucket after `prev`: `None` when there is no finite
@@ -390,15 +410,15 @@ mod tests {
     fn csv_quotes_what_rfc_4180_requires() {
         let mut out = Vec::new();
         let cells = [
-            Cell::Text("plain".into()),
-            Cell::Text("a,b".into()),
-            Cell::Text("say \"hi\"".into()),
-            Cell::Text("two\nlines".into()),
-            Cell::Null,
-            Cell::Int(-3),
-            Cell::Bool(true),
+            Value::Text("plain".into()),
+            Value::Text("a,b".into()),
+            Value::Text("say \"hi\"".into()),
+            Value::Text("two\nlines".into()),
+            Value::Null,
+            Value::Int(-3),
+            Value::Bool(true),
         ];
-        csv_row(&mut out, cells.iter().map(CellRef::Cell));
+        csv_row(&mut out, cells.iter().map(CellRef::Value));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",,-3,true\r\n"

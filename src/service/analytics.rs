@@ -492,7 +492,7 @@ impl Service {
                         for row in &batch {
                             let before = buf.len();
                             match format {
-                                Format::Csv => analytics::csv_row(&mut buf, row.iter().map(CellRef::Cell)),
+                                Format::Csv => analytics::csv_row(&mut buf, row.iter().map(CellRef::Value)),
                                 Format::Jsonl => analytics::json_row(&mut buf, columns, row),
                             }
                             if buf.len() > REPORT_CHUNK && before > 0 {

@@ -7,14 +7,17 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{Row, types::Type};
-use uuid::Uuid;
 
-use super::{Params, Scope, Store, db_error, filter_sql};
+use super::{
+    Params, Scope, Store, db_error, filter_sql,
+    records::{self, param_refs},
+    value_sql,
+};
 use crate::{
     domain::{
-        analytics::{Bucket, Cell, Func, MetricSpec, Report},
+        analytics::{Bucket, Func, MetricSpec, Report},
         filter_check::Checked,
-        schema::{Field, Resource},
+        schema::{Field, FieldKind, Resource},
         value::Value,
     },
     error::Error,
@@ -32,16 +35,10 @@ const PG_STAT_STATEMENTS: &str = include_str!("sql/pg_stat_statements.sql").trim
 const PG_STAT_STATEMENTS_LOADED: &str = include_str!("sql/pg_stat_statements_loaded.sql").trim_ascii_end();
 const TIME_ZONE_EXISTS: &str = include_str!("sql/time_zone_exists.sql").trim_ascii_end();
 
-fn refs(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
-    params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
-}
-
-/// `tenant_id = $1`, live rows only, and the filter (values appended to `params`).
+/// Live rows of the tenant (`params[0]`) and the filter (its values
+/// appended to `params`).
 fn base_where(res: &'static Resource, filter: Option<&Checked>, params: &mut Vec<Value>) -> String {
-    let mut cond = String::from("tenant_id = $1");
-    if res.soft_delete {
-        cond.push_str(" AND delete_time IS NULL");
-    }
+    let mut cond = records::tenant_condition(res, false);
     if let Some(f) = filter {
         let sql = filter_sql::emit(f, params);
         let _ = write!(cond, " AND ({sql})");
@@ -68,7 +65,7 @@ fn metric_sql(m: &MetricSpec) -> String {
 
 /// Runs `sql` after the work_mem setting, in one read round trip.
 async fn read_one(store: &Store, scope: &Scope, sql: &str, params: &[Value]) -> Result<Vec<Row>, Error> {
-    let r = refs(params);
+    let r = param_refs(params);
     let none: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
     let statements: [(&str, &Params<'_>); 2] = [(WORK_MEM, &none), (sql, &r)];
     Ok(store.read(scope, &statements).await?.pop().unwrap_or_default())
@@ -210,7 +207,7 @@ pub async fn trend(
             )
         }
     };
-    let (br, dr) = (refs(&bucket_params), refs(&params));
+    let (br, dr) = (param_refs(&bucket_params), param_refs(&params));
     let none: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
     let statements: [(&str, &Params<'_>); 3] = [(WORK_MEM, &none), (&buckets_sql, &br), (&sql, &dr)];
     let mut results = store.read(scope, &statements).await?;
@@ -239,7 +236,7 @@ pub async fn trend(
 /// as `AT TIME ZONE` does), or `None` when it knows no such zone.
 pub async fn time_zone(store: &Store, scope: &Scope, name: &str) -> Result<Option<String>, Error> {
     let p = [Value::Text(name.to_owned())];
-    let r = refs(&p);
+    let r = param_refs(&p);
     let rows = store.read(scope, &[(TIME_ZONE_EXISTS, &r)]).await?.pop().unwrap_or_default();
     rows.first().map(|r| r.try_get::<_, String>(0).map_err(db_error)).transpose()
 }
@@ -309,7 +306,7 @@ struct ReportSql {
     template: &'static str,
     /// Continuation predicate; `{k0}`, `{k1}` are the key parameters.
     after: &'static str,
-    /// Cells of the last row that are the keys, with their casts.
+    /// Cells of the last row that are the keys.
     keys: &'static [usize],
 }
 
@@ -317,17 +314,17 @@ fn report_sql(r: Report) -> ReportSql {
     match r {
         Report::JobsByCompany => ReportSql {
             template: include_str!("sql/report_jobs_by_company.sql"),
-            after: "(company_name, id) > ({k0}::text, {k1}::text::uuid)",
+            after: "(company_name, id) > ({k0}::text, {k1}::uuid)",
             keys: &[0, 2],
         },
         Report::OutreachPerformance => ReportSql {
             template: include_str!("sql/report_outreach_performance.sql"),
-            after: "id > {k0}::text::uuid",
+            after: "id > {k0}::uuid",
             keys: &[0],
         },
         Report::IngestHistory => ReportSql {
             template: include_str!("sql/report_ingest_history.sql"),
-            after: "id < {k0}::text::uuid",
+            after: "id < {k0}::uuid",
             keys: &[0],
         },
     }
@@ -339,7 +336,7 @@ fn report_sql(r: Report) -> ReportSql {
 pub struct ReportCursor {
     report: Report,
     filter: Option<Checked>,
-    after: Option<Vec<String>>,
+    after: Option<Vec<Value>>,
     batch: usize,
     done: bool,
 }
@@ -350,7 +347,7 @@ impl ReportCursor {
     }
 
     /// The next batch of rows; empty when the report is complete.
-    pub async fn next(&mut self, store: &Store, scope: &Scope) -> Result<Vec<Vec<Cell>>, Error> {
+    pub async fn next(&mut self, store: &Store, scope: &Scope) -> Result<Vec<Vec<Value>>, Error> {
         if self.done {
             return Ok(Vec::new());
         }
@@ -360,7 +357,7 @@ impl ReportCursor {
         if let Some(keys) = &self.after {
             let mut pred = spec.after.to_owned();
             for (i, k) in keys.iter().enumerate() {
-                params.push(Value::Text(k.clone()));
+                params.push(k.clone());
                 pred = pred.replace(&format!("{{k{i}}}"), &format!("${}", params.len()));
             }
             let _ = write!(cond, " AND {pred}");
@@ -371,7 +368,7 @@ impl ReportCursor {
             .trim_ascii_end()
             .replace("{where}", &cond)
             .replace("{limit}", &format!("${}", params.len()));
-        let r = refs(&params);
+        let r = param_refs(&params);
         let rows = store.read(scope, &[(&sql, &r)]).await?.pop().unwrap_or_default();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -380,44 +377,37 @@ impl ReportCursor {
         if out.len() < self.batch {
             self.done = true;
         } else if let Some(last) = out.last() {
-            let keys = spec
-                .keys
-                .iter()
-                .map(|&i| match &last[i] {
-                    Cell::Text(s) => Ok(s.clone()),
-                    _ => Err(Error::Internal("report key is not text".into())),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let keys = spec.keys.iter().map(|&i| last[i].clone()).collect();
             self.after = Some(keys);
         }
         Ok(out)
     }
 }
 
-/// A row's columns as report cells, by their SQL type (uuids and times as
-/// text: RFC 3339 in UTC).
-fn cells(row: &Row) -> Result<Vec<Cell>, Error> {
-    let mut out = Vec::with_capacity(row.len());
-    for (i, c) in row.columns().iter().enumerate() {
-        let t = c.type_();
-        let cell = if *t == Type::UUID {
-            row.try_get::<_, Option<Uuid>>(i).map_err(db_error)?.map(|u| Cell::Text(u.to_string()))
-        } else if *t == Type::TIMESTAMPTZ {
-            row.try_get::<_, Option<DateTime<Utc>>>(i)
-                .map_err(db_error)?
-                .map(|t| Cell::Text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)))
-        } else if *t == Type::INT8 {
-            row.try_get::<_, Option<i64>>(i).map_err(db_error)?.map(Cell::Int)
-        } else if *t == Type::FLOAT8 {
-            row.try_get::<_, Option<f64>>(i).map_err(db_error)?.map(Cell::Float)
-        } else if *t == Type::BOOL {
-            row.try_get::<_, Option<bool>>(i).map_err(db_error)?.map(Cell::Bool)
-        } else {
-            row.try_get::<_, Option<String>>(i).map_err(db_error)?.map(Cell::Text)
-        };
-        out.push(cell.unwrap_or(Cell::Null));
-    }
-    Ok(out)
+/// A row's columns as values, each decoded by the field kind of its SQL
+/// type (the report statements select only these types and text).
+fn cells(row: &Row) -> Result<Vec<Value>, Error> {
+    row.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let t = c.type_();
+            let kind = if *t == Type::UUID {
+                FieldKind::Uuid
+            } else if *t == Type::TIMESTAMPTZ {
+                FieldKind::Timestamp
+            } else if *t == Type::INT8 {
+                FieldKind::Int
+            } else if *t == Type::FLOAT8 {
+                FieldKind::Float
+            } else if *t == Type::BOOL {
+                FieldKind::Bool
+            } else {
+                FieldKind::Text
+            };
+            value_sql::decode(row, i, kind).map_err(db_error)
+        })
+        .collect()
 }
 
 /// A pg_stat_statements row.
@@ -447,7 +437,7 @@ pub async fn pg_stat_statements(
         return Ok(None);
     }
     let p = [Value::Int(limit as i64)];
-    let r = refs(&p);
+    let r = param_refs(&p);
     let rows = store.read(scope, &[(PG_STAT_STATEMENTS, &r)]).await?.pop().unwrap_or_default();
     let get = |row: &Row| -> Result<PgStatement, tokio_postgres::Error> {
         Ok(PgStatement {

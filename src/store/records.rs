@@ -480,12 +480,19 @@ struct ListSql {
     count_params: usize,
 }
 
-fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<ListSql, Error> {
-    let mut params: Vec<Value> = vec![Value::Uuid(tenant)];
+/// `tenant_id = $1` (the tenant is `params[0]`), live rows only unless
+/// `show_deleted`; the filter, when given, is appended by the caller.
+pub(super) fn tenant_condition(res: &'static Resource, show_deleted: bool) -> String {
     let mut cond = String::from("tenant_id = $1");
-    if res.soft_delete && !q.show_deleted {
+    if res.soft_delete && !show_deleted {
         cond.push_str(" AND delete_time IS NULL");
     }
+    cond
+}
+
+fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<ListSql, Error> {
+    let mut params: Vec<Value> = vec![Value::Uuid(tenant)];
+    let mut cond = tenant_condition(res, q.show_deleted);
     if let Some((column, value)) = &q.parent {
         params.push(value.clone());
         let _ = write!(cond, " AND {column} = ${}", params.len());
@@ -520,7 +527,7 @@ fn list_sql(tenant: Uuid, res: &'static Resource, q: &ListQuery<'_>) -> Result<L
     Ok(ListSql { page, count, params, count_params })
 }
 
-fn param_refs(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+pub(super) fn param_refs(params: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
 }
 

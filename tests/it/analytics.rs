@@ -15,15 +15,11 @@ use futures_util::StreamExt;
 use prost_types::{Timestamp, value::Kind};
 use tonic::Code;
 
-use crate::common::*;
+use crate::{common::*, helpers::ts};
 
 const DAY: i64 = 86_400;
 /// 2026-01-05T00:00:00Z, a Monday.
 const T0: i64 = 1_767_571_200;
-
-fn ts(seconds: i64) -> Option<Timestamp> {
-    Some(Timestamp { seconds, nanos: 0 })
-}
 
 fn metric(function: F, field: &str) -> pb::Metric {
     pb::Metric { function: function as i32, field: field.into() }
