@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("bi_data_descriptor.bin"))
+        // Malformed requests are INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::api::codec::ProtoCodec")
         // Content streams hand their buffers on without a copy.
         .bytes(".bi.data.v1.UploadDocumentContentRequest.data")
         .bytes(".bi.data.v1.DownloadDocumentContentResponse.data")

@@ -48,7 +48,9 @@ PG_PORT=5432
 DB_OWNER=bi_data_owner
 DB_PASSWORD=bi_data # dev/test only; see scripts/env.sh
 APP_ROLE=bi_data_app
-DATABASES=(bi_data bi_data_test)
+# bi_data_test_locks: for the tests that lock whole tables
+# (tests/it/deadlines.rs), so they cannot stall the other tests.
+DATABASES=(bi_data bi_data_test bi_data_test_locks)
 # Extra databases set up the same way (e.g. benchmarks): BI_DATA_EXTRA_DBS="a b".
 read -r -a EXTRA_DBS <<<"${BI_DATA_EXTRA_DBS:-}"
 DATABASES+=("${EXTRA_DBS[@]}")

@@ -1,5 +1,6 @@
 //! Wiring: pools, services, health, reflection, the tower stack (RPC
-//! telemetry, in-flight tracking, auth: the layers of `api::middleware`),
+//! telemetry, status conventions, in-flight tracking, auth: the layers of
+//! `api::middleware`),
 //! /metrics, background tasks and graceful shutdown. `start` binds first and returns the bound addresses,
 //! so tests run servers on port 0.
 
@@ -19,6 +20,7 @@ use crate::{
         jobs::JobApi,
         middleware::{
             auth::AuthLayer,
+            conventions::Conventions,
             inflight::InFlight,
             rpc::{KnownMethods, RecordCaller, RpcLayer},
         },
@@ -146,7 +148,12 @@ async fn warn_if_search_operators_are_not_indexable(store: &Store) {
 
 /// Brings the schema up to date (or checks it is), retrying until the
 /// database answers, then probes it forever, flipping health accordingly.
-async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
+async fn health_loop(
+    store: Store,
+    args: ServeArgs,
+    reporter: HealthReporter,
+    schema_ready: tokio::sync::watch::Sender<bool>,
+) {
     let latest = migrate::latest_version();
     loop {
         let ready = if args.no_migrate {
@@ -167,6 +174,7 @@ async fn health_loop(store: Store, args: ServeArgs, reporter: HealthReporter) {
         tokio::time::sleep(HEALTH_EVERY).await;
     }
     tracing::info!(schema_version = latest, "schema ready");
+    schema_ready.send_replace(true);
     warn_if_search_operators_are_not_indexable(&store).await;
     let mut serving = None;
     loop {
@@ -231,10 +239,15 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
-    let health_task = tokio::spawn(health_loop(store.clone(), args.clone(), reporter.clone()));
+    // Tasks that need the schema (the idempotency purge) wait for it.
+    let (schema_ready, mut schema_ready_rx) = tokio::sync::watch::channel(false);
+    let health_task = tokio::spawn(health_loop(store.clone(), args.clone(), reporter.clone(), schema_ready));
     let cache_health_task = tokio::spawn(cache_health(cache.clone(), reporter.clone()));
     let purge_store = store.clone();
     let purge_task = tokio::spawn(async move {
+        if schema_ready_rx.wait_for(|ready| *ready).await.is_err() {
+            return; // the health loop ended: the server is stopping
+        }
         let mut every = tokio::time::interval(idempotency::PURGE_EVERY);
         loop {
             every.tick().await;
@@ -292,6 +305,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .concurrency_limit_per_connection(1024)
         .layer(RpcLayer::new(methods, metrics.rpc.clone()))
+        .layer(Conventions)
         .layer(in_flight.clone())
         .layer(AuthLayer::new(mode))
         .layer(RecordCaller)

@@ -184,8 +184,8 @@ impl TokenKeys {
             };
             AuthError::unauthenticated(why)
         })?;
-        let tenant_id = Uuid::parse_str(&data.claims.tenant_id)
-            .map_err(|_| AuthError::unauthenticated("token tenant_id is not a UUID"))?;
+        let tenant_id = crate::domain::value::canonical_uuid(&data.claims.tenant_id)
+            .ok_or_else(|| AuthError::unauthenticated("token tenant_id is not a UUID"))?;
         let roles = data.claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
         Ok((AuthContext { tenant_id, subject: data.claims.sub, roles }, data.claims.exp))
     }

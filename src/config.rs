@@ -158,6 +158,11 @@ pub struct DbArgs {
     /// Upper bound of any statement when the caller sets no shorter deadline.
     #[arg(long, env = "STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
     pub statement_timeout_ms: u64,
+    /// The server's name in `pg_stat_activity` (`application_name`); default
+    /// `bi-data-<HOSTNAME>-<pid>` (`bi-data-<pid>` without HOSTNAME), so
+    /// every server's statements can be told apart.
+    #[arg(long, env = "DATABASE_APPLICATION_NAME")]
+    pub application_name: Option<String>,
 }
 
 impl DbArgs {
@@ -166,6 +171,23 @@ impl DbArgs {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (2 * cores + 1).max(8)
         })
+    }
+    /// `--application-name`, or this process's default; at most 63 bytes
+    /// (PostgreSQL's limit), cut at a character boundary.
+    pub fn application_name(&self) -> String {
+        let mut name = self.application_name.clone().unwrap_or_else(|| {
+            let pid = std::process::id();
+            match std::env::var("HOSTNAME") {
+                Ok(host) if !host.is_empty() => format!("bi-data-{host}-{pid}"),
+                _ => format!("bi-data-{pid}"),
+            }
+        });
+        let mut end = name.len().min(63);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name
     }
     pub fn migration_url(&self) -> &DbUrl {
         self.migration_database_url.as_ref().unwrap_or(&self.database_url)

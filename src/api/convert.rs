@@ -2,11 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use prost_types::{Struct, Timestamp, value::Kind};
-use uuid::Uuid;
 
 use crate::{
-    domain::{schema::EnumDef, value::Value},
-    error::{Error, FieldViolation},
+    domain::{
+        schema::EnumDef,
+        value::{TIMESTAMP_SECONDS, Value, canonical_uuid},
+    },
+    error::FieldViolation,
 };
 
 /// Which values a caller "set", for an update with an empty mask:
@@ -76,21 +78,13 @@ pub fn uuid_field(field: &str, s: &str, errs: &mut Vec<FieldViolation>) -> Value
     if s.is_empty() {
         return Value::Null;
     }
-    match Uuid::parse_str(s) {
-        Ok(u) => Value::Uuid(u),
-        Err(_) => {
+    match canonical_uuid(s) {
+        Some(u) => Value::Uuid(u),
+        None => {
             errs.push(FieldViolation::new(field, format!("{field} is not a valid UUID")));
             Value::Null
         }
     }
-}
-
-/// A resource id from a request: required and well-formed.
-pub fn parse_id(field: &str, s: &str) -> Result<Uuid, Error> {
-    if s.is_empty() {
-        return Err(Error::invalid(field, format!("{field} is required")));
-    }
-    Uuid::parse_str(s).map_err(|_| Error::invalid(field, format!("{field} is not a valid UUID")))
 }
 
 pub fn enum_field(field: &str, def: &EnumDef, n: i32, errs: &mut Vec<FieldViolation>) -> Value {
@@ -114,7 +108,9 @@ pub fn time(field: &str, t: &Option<Timestamp>, errs: &mut Vec<FieldViolation>) 
     match t {
         None => Value::Null,
         Some(ts) => match DateTime::<Utc>::from_timestamp(ts.seconds, ts.nanos.max(0) as u32) {
-            Some(dt) if (0..1_000_000_000).contains(&ts.nanos) => Value::Time(dt),
+            Some(dt) if (0..1_000_000_000).contains(&ts.nanos) && TIMESTAMP_SECONDS.contains(&ts.seconds) => {
+                Value::Time(dt)
+            }
             _ => {
                 errs.push(FieldViolation::new(field, format!("{field} is not a valid timestamp")));
                 Value::Null

@@ -12,6 +12,7 @@ use super::{
     resource::{self as edge, ProtoResource},
 };
 use crate::{
+    api::middleware::conventions::{inbound, is_oversize},
     domain::{
         document::{CONVERSATION, DOCUMENT, DOCUMENT_VERSION, MAX_CONTENT_BYTES, MESSAGE, PENDING_DOCUMENTS},
         record::Record,
@@ -254,7 +255,7 @@ impl DocumentService for DocumentApi {
         use pb::upload_document_content_request::Part;
         let (mut scope, _) = scope(self.svc.store(), &req, "")?;
         let mut stream = req.into_inner();
-        let header = match stream.message().await? {
+        let header = match stream.message().await.map_err(inbound)? {
             Some(pb::UploadDocumentContentRequest { part: Some(Part::Header(h)) }) => h,
             _ => return Err(Error::invalid("header", "the first message must be the header").into()),
         };
@@ -265,6 +266,9 @@ impl DocumentService for DocumentApi {
             Ok(pb::UploadDocumentContentRequest { part: Some(Part::Data(b)) }) => Ok(b),
             Ok(pb::UploadDocumentContentRequest { part: None }) => Ok(Bytes::new()),
             Ok(_) => Err(Error::invalid("header", "only the first message is a header")),
+            Err(s) if is_oversize(&s) => {
+                Err(Error::ResourceExhausted { reason: "MESSAGE_TOO_LARGE", message: s.message().to_owned() })
+            }
             Err(s) => Err(Error::Aborted {
                 reason: "STREAM_BROKEN",
                 message: format!("upload stream broken: {}", s.message()),

@@ -10,6 +10,7 @@ use super::{
     resource::{self as edge, ProtoField, ProtoResource, list_args},
 };
 use crate::{
+    api::middleware::conventions::inbound,
     domain::{
         application::{APPLICATION, EMPLOYER_RESPONSE},
         ingest::INGEST_RUN,
@@ -245,7 +246,7 @@ impl JobService for JobApi {
                     }
                 }
                 Ok(None) => break Ok(()),
-                Err(status) => break Err(status),
+                Err(status) => break Err(inbound(status)),
             }
         };
         let rec = importer.finish().await?;

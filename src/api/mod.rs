@@ -5,6 +5,7 @@
 //! front of them; `pb` is the generated code.
 pub mod analytics;
 pub mod audit;
+pub mod codec;
 pub mod companies;
 pub mod context;
 pub mod convert;

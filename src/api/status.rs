@@ -9,18 +9,48 @@ use crate::error::Error;
 
 pub const DOMAIN: &str = "bi.data.v1";
 
+/// At most this many field violations in one answer (see `to_status`).
+pub const MAX_VIOLATIONS: usize = 20;
+/// At most this many bytes of a violation's field or description.
+const MAX_VIOLATION_BYTES: usize = 100;
+
+/// Cuts `s` to at most `max` bytes, at a character boundary, marking the cut.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
 fn with_reason(code: Code, reason: &str, message: String) -> Status {
     Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, HashMap::new()))
 }
 
 pub fn to_status(e: Error) -> Status {
     match e {
-        Error::InvalidArgument(violations) => {
-            let message = violations
+        Error::InvalidArgument(mut violations) => {
+            // Bounded: trailers over 16 KiB are refused by grpcio (and others),
+            // which would turn the caller's INVALID_ARGUMENT into an error of
+            // its own. The first MAX_VIOLATIONS are listed, each cut to
+            // MAX_VIOLATION_BYTES, and the message says how many were left out.
+            let left_out = violations.len().saturating_sub(MAX_VIOLATIONS);
+            violations.truncate(MAX_VIOLATIONS);
+            for v in &mut violations {
+                cut(&mut v.field, MAX_VIOLATION_BYTES);
+                cut(&mut v.description, MAX_VIOLATION_BYTES);
+            }
+            let mut message = violations
                 .iter()
                 .map(|v| if v.description.is_empty() { v.field.clone() } else { v.description.clone() })
                 .collect::<Vec<_>>()
                 .join("; ");
+            if left_out > 0 {
+                message.push_str(&format!("; and {left_out} more violations not listed"));
+            }
             let mut details = ErrorDetails::new();
             for v in violations {
                 details.add_bad_request_violation(v.field, v.description);
@@ -103,5 +133,28 @@ mod tests {
         let pre = s.get_details_precondition_failure().expect("precondition failure");
         let next: Vec<&str> = pre.violations.iter().map(|v| v.description.as_str()).collect();
         assert_eq!(next, ["IDENTIFIED -> QUALIFIED", "IDENTIFIED -> LOST"]);
+    }
+
+    #[test]
+    fn violations_are_bounded_and_say_how_many_were_left_out() {
+        let many = (0..10_000)
+            .map(|i| {
+                crate::error::FieldViolation::new(
+                    "update_mask",
+                    format!("unknown path '{}{i}'", "p".repeat(300)),
+                )
+            })
+            .collect();
+        let s = to_status(Error::InvalidArgument(many));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().ends_with("; and 9980 more violations not listed"), "{}", s.message());
+        let listed = s.get_details_bad_request().expect("bad request").field_violations;
+        assert_eq!(listed.len(), MAX_VIOLATIONS);
+        assert!(listed.iter().all(|v| v.description.len() <= MAX_VIOLATION_BYTES + '…'.len_utf8()));
+        // What goes on the wire as trailers: well under grpcio's 16 KiB.
+        let mut headers = http::HeaderMap::new();
+        s.add_header(&mut headers).unwrap();
+        let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        assert!(bytes < 12 * 1024, "{bytes} bytes of trailers");
     }
 }

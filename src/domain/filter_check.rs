@@ -306,7 +306,7 @@ impl Checker {
             FieldKind::Uuid => {
                 only_equality(field, r)?;
                 let u = match &r.arg {
-                    Arg::String(s) | Arg::Word(s) => uuid::Uuid::parse_str(s).ok(),
+                    Arg::String(s) | Arg::Word(s) => super::value::canonical_uuid(s),
                     _ => None,
                 }
                 .ok_or_else(|| expected(r, &format!("a UUID for '{}'", field.name)))?;

@@ -66,3 +66,17 @@ impl Value {
         })
     }
 }
+
+/// A UUID in its canonical, hyphenated form (`8-4-4-4-12` hex digits) only:
+/// the braced, URN and unhyphenated spellings `Uuid::parse_str` also
+/// accepts would make one id answer to several strings.
+pub fn canonical_uuid(s: &str) -> Option<Uuid> {
+    if s.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(s).ok()
+}
+
+/// The span of a protobuf `Timestamp`: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z.
+pub const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;

@@ -48,7 +48,7 @@ use crate::{
     domain::{
         record::{self, Fields, Record},
         schema::Resource,
-        value::Value,
+        value::{Value, canonical_uuid},
     },
     error::{Error, FieldViolation},
     store::Store,
@@ -233,7 +233,7 @@ pub fn parse_id(field: &str, s: &str) -> Result<Uuid, Error> {
     if s.is_empty() {
         return Err(Error::invalid(field, format!("{field} is required")));
     }
-    Uuid::parse_str(s).map_err(|_| Error::invalid(field, format!("{field} is not a valid UUID")))
+    canonical_uuid(s).ok_or_else(|| Error::invalid(field, format!("{field} is not a valid UUID")))
 }
 
 fn not_found(res: &Resource, id: impl ToString) -> Error {

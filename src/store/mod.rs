@@ -52,6 +52,10 @@ pub const MAX_CACHED_STATEMENTS: usize = 256;
 /// BYPASSRLS, so row-level security always applies.
 pub const APP_ROLE: &str = "bi_data_app";
 
+/// How long the cancel request of an abandoned statement may take (it opens
+/// a connection of its own).
+const CANCEL_WITHIN: Duration = Duration::from_secs(2);
+
 /// Scopes a transaction: its tenant (what RLS compares rows with) and its
 /// statement timeout, both local to the transaction.
 const SET_SCOPE: &str = include_str!("sql/set_scope.sql").trim_ascii_end();
@@ -128,7 +132,9 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
     cfg.connect_timeout(Duration::from_millis(args.connect_timeout_ms));
     cfg.keepalives(true);
     cfg.keepalives_idle(Duration::from_secs(30));
-    cfg.application_name("bi-data");
+    // This server's own name in pg_stat_activity: its statements can be
+    // found (and told apart from another replica's) exactly.
+    cfg.application_name(args.application_name());
     let db_name = cfg.get_dbname().unwrap_or("postgres").to_owned();
     let server_address = match cfg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
@@ -240,6 +246,13 @@ impl Store {
                 .observe(waited.elapsed().as_secs_f64());
             client.map_err(pool_error)?
         };
+        // Filters make SQL shapes open-ended: bound the per-connection cache
+        // (and the server-side prepared statements behind it). Here, before
+        // a transaction's first statement, never between a pipeline's
+        // preparation and its execution.
+        if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
+            client.statement_cache.clear();
+        }
         Ok(Tx {
             client: Some(client),
             settings: self.settings.clone(),
@@ -268,38 +281,41 @@ impl Store {
         let pool = self.replica.as_ref().unwrap_or(&self.primary);
         let mut tx = self.checkout(pool).await?;
         tx.rpc = scope.rpc.clone();
-        let set_scope = match (tx.prepare_all(statements).await, tx.prepare_scope().await) {
-            (true, Ok(stmt)) => stmt,
-            _ => {
-                // A statement that does not prepare: take the plain path, so
-                // its error is reported through `Tx::query` like any other.
-                tx.start(scope, true).await?;
-                let mut out = Vec::with_capacity(statements.len());
-                for (sql, params) in statements {
-                    out.push(tx.query(sql, params).await?);
-                }
-                tx.commit().await?;
-                return Ok(out);
-            }
-        };
+        // The scope statement touches no table: preparing it outside the
+        // transaction cannot wait on a lock.
+        let set_scope = tx.prepare_scope().await?;
         let (tenant, timeout) = scope_values(scope);
         let scope_params: [&(dyn ToSql + Sync); 2] = [&tenant, &timeout];
         tx.open = true;
         // Requests leave in the order their futures are first polled
-        // (`biased`): BEGIN, the scope, the statements, COMMIT. Every
-        // statement is prepared already, so each sends on its first poll.
-        let (begun, scoped, results, committed) = tokio::join!(
+        // (`biased`): BEGIN, the scope, then the statements' preparation,
+        // the statements and COMMIT. A statement not yet prepared on this
+        // connection is parsed after the scope set the statement timeout, so
+        // a Parse that waits on a lock (a migration's, `VACUUM FULL`'s) is
+        // bounded like the statement itself; its execution and COMMIT wait
+        // for the Parse. When every statement is prepared already (the usual
+        // case) nothing is awaited in between: one round trip.
+        let (begun, scoped, body) = tokio::join!(
             biased;
             tx.client().batch_execute("BEGIN READ ONLY"),
             tx.client().query(&set_scope, &scope_params),
-            in_order(statements.iter().map(|(sql, params)| tx.query(sql, params)).collect()),
-            tx.client().batch_execute("COMMIT"),
+            async {
+                tx.prepare_all(statements).await?;
+                Ok::<_, Error>(tokio::join!(
+                    biased;
+                    in_order(statements.iter().map(|(sql, params)| tx.query(sql, params)).collect()),
+                    tx.client().batch_execute("COMMIT"),
+                ))
+            },
         );
+        begun.map_err(db_error)?;
+        scoped.map_err(db_error)?;
+        // A statement that did not prepare: the transaction failed, nothing
+        // was committed; dropping `tx` rolls it back.
+        let (results, committed) = body?;
         // COMMIT answered: the transaction is over (committed, or rolled
         // back if a statement failed).
         tx.open = committed.is_err();
-        begun.map_err(db_error)?;
-        scoped.map_err(db_error)?;
         let rows = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         committed.map_err(db_error)?;
         Ok(rows)
@@ -380,14 +396,21 @@ impl Tx {
         self.client().prepare_cached(SET_SCOPE).await.map_err(db_error)
     }
 
-    /// Prepares (or finds cached) every statement; false if one fails.
-    async fn prepare_all(&self, statements: &[(&str, &Params<'_>)]) -> bool {
+    /// Prepares (or finds cached) every statement, inside the transaction
+    /// (under its statement timeout); the first failure is reported like a
+    /// failed statement (span, stats).
+    async fn prepare_all(&self, statements: &[(&str, &Params<'_>)]) -> Result<(), Error> {
         for (sql, _) in statements {
-            if self.client().prepare_cached(sql).await.is_err() {
-                return false;
+            let start = Instant::now();
+            let in_flight = InFlight(&self.abandoned);
+            let prepared = self.client().prepare_cached(sql).await;
+            in_flight.done();
+            if let Err(e) = prepared {
+                let (span, _) = self.statement_span(sql, None);
+                return self.finish_statement(&span, sql, start, Err(e));
             }
         }
-        true
+        Ok(())
     }
 
     /// Runs statements in one round trip, in order, inside this
@@ -396,13 +419,7 @@ impl Tx {
     /// COMMITTED), but without waiting for their answers: use it for
     /// statements that do not depend on each other's results.
     pub async fn query_pipelined(&self, statements: &[(&str, &Params<'_>)]) -> Result<Vec<Vec<Row>>, Error> {
-        if !self.prepare_all(statements).await {
-            let mut out = Vec::with_capacity(statements.len());
-            for (sql, params) in statements {
-                out.push(self.query(sql, params).await?);
-            }
-            return Ok(out);
-        }
+        self.prepare_all(statements).await?;
         in_order(statements.iter().map(|(sql, params)| self.query(sql, params)).collect())
             .await
             .into_iter()
@@ -422,11 +439,6 @@ impl Tx {
         let client = self.client();
         let in_flight = InFlight(&self.abandoned);
         let result = async {
-            // Filters make SQL shapes open-ended: bound the per-connection
-            // cache (and the server-side prepared statements behind it).
-            if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
-                client.statement_cache.clear();
-            }
             let stmt = client.prepare_cached(sql).await?;
             client.query(&stmt, params).await
         }
@@ -441,6 +453,7 @@ impl Tx {
     pub async fn copy_in(&self, sql: &str, types: &[Type], rows: &[&[Value]]) -> Result<u64, Error> {
         let (span, start) = self.statement_span(sql, Some(rows.len()));
         let client = self.client();
+        let in_flight = InFlight(&self.abandoned);
         let result = async {
             let sink = client.copy_in(sql).await?;
             let writer = BinaryCopyInWriter::new(sink, types);
@@ -455,6 +468,7 @@ impl Tx {
         }
         .instrument(span.clone())
         .await;
+        in_flight.done();
         self.finish_statement(&span, sql, start, result)
     }
 
@@ -546,9 +560,20 @@ impl Drop for Tx {
         if self.abandoned.load(Ordering::Relaxed)
             && let Some(client) = self.client.take()
         {
-            // Closed, not returned: the backend ends the statement it is
-            // running when it notices the client is gone.
-            let _ = Object::take(client);
+            // Cancelled, then closed, not returned: the backend stops the
+            // statement at once (a cancel request on a connection of its
+            // own), and the connection, with an answer still owed to it, is
+            // not reused. Closing alone would not stop the statement: the
+            // connection task stays open until the answers it waits for
+            // arrive.
+            let token = client.cancel_token();
+            let client = Object::take(client);
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = tokio::time::timeout(CANCEL_WITHIN, token.cancel_query(NoTls)).await;
+                    drop(client);
+                });
+            }
             return;
         }
         if self.open

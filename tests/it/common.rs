@@ -35,16 +35,20 @@ fn init_logs() {
 
 /// Parses serve flags exactly as the binary does.
 pub fn serve_args(extra: &[&str]) -> ServeArgs {
-    let url = database_url();
+    serve_args_on(&database_url(), extra)
+}
+
+/// `serve_args` against another database (same roles and password).
+pub fn serve_args_on(url: &str, extra: &[&str]) -> ServeArgs {
     let mut argv = vec![
         "bi-data",
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--database-url",
-        &url,
+        url,
         "--migration-database-url",
-        &url,
+        url,
         "--jwt-secret",
         SECRET,
         "--drain-timeout-ms",
@@ -79,6 +83,13 @@ impl TestApp {
     /// Starts a server with extra flags and waits until it is SERVING.
     pub async fn spawn_with(extra: &[&str]) -> TestApp {
         let app = Self::start(serve_args(extra)).await;
+        app.wait_for(ServingStatus::Serving, Duration::from_secs(60)).await;
+        app
+    }
+
+    /// `spawn_with` against another database.
+    pub async fn spawn_on(url: &str, extra: &[&str]) -> TestApp {
+        let app = Self::start(serve_args_on(url, extra)).await;
         app.wait_for(ServingStatus::Serving, Duration::from_secs(60)).await;
         app
     }
@@ -210,7 +221,7 @@ pub async fn no_active_query(db: &tokio_postgres::Client, like: &str, within: Du
     loop {
         let running: i64 = db
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bi-data' AND state = 'active' \
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'bi-data%' AND state = 'active' \
                  AND query ILIKE $1 AND datname = current_database() AND pid <> pg_backend_pid()",
                 &[&like],
             )

@@ -8,7 +8,6 @@
 use std::task::{Context, Poll};
 
 use tonic::Status;
-use uuid::Uuid;
 
 use crate::auth::{AuthContext, AuthError, AuthMode, required_role};
 
@@ -47,8 +46,8 @@ pub fn authenticate(
             let tenant = headers.get("x-tenant-id").and_then(|v| v.to_str().ok()).ok_or_else(|| {
                 AuthError::unauthenticated("missing x-tenant-id header (insecure-dev mode)")
             })?;
-            let tenant_id = Uuid::parse_str(tenant)
-                .map_err(|_| AuthError::unauthenticated("x-tenant-id is not a UUID"))?;
+            let tenant_id = crate::domain::value::canonical_uuid(tenant)
+                .ok_or_else(|| AuthError::unauthenticated("x-tenant-id is not a UUID"))?;
             AuthContext::insecure_dev(tenant_id)
         }
     };
@@ -119,6 +118,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use tonic::Code;
+    use uuid::Uuid;
 
     use super::*;
     use crate::auth::{Role, TokenKeys};
