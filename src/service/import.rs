@@ -38,7 +38,8 @@ pub struct Importer {
     bytes: usize,
     index: i64,
     queue: Option<mpsc::Sender<import::Batch>>,
-    writer: JoinHandle<Result<import::Run, Error>>,
+    /// Until it answered `finish`; aborted if the importer is dropped first.
+    writer: Option<JoinHandle<Result<import::Run, Error>>>,
 }
 
 fn text_at(res: &Resource, values: &[Value], field: &str, max: usize) -> Option<String> {
@@ -86,7 +87,7 @@ impl Service {
             bytes: 0,
             index: 0,
             queue: Some(queue),
-            writer,
+            writer: Some(writer),
         })
     }
 }
@@ -135,14 +136,29 @@ impl Importer {
             let _ = queue.send(std::mem::take(&mut self.batch)).await;
         }
         drop(queue);
-        let run = self.writer.await.map_err(|e| Error::Internal(format!("import writer: {e}")))??;
-        let source = self.header_source.or(self.first_source);
+        let writer = self.writer.as_mut().expect("the writer runs until finish");
+        let run = writer.await.map_err(|e| Error::Internal(format!("import writer: {e}")))??;
+        self.writer = None;
+        let source = self.header_source.take().or(self.first_source.take());
         let rec = import::finish(&self.svc.store, &self.scope, &run, source.as_deref()).await?;
         // The run's row changed and an IMPORT event was written.
         let changes =
             Changes { rows: vec![(&INGEST_RUN, rec.id())], queries: vec![&AUDIT_EVENT], bulk: vec![] };
         self.svc.ingested(&self.scope, changes).await;
         Ok(rec)
+    }
+}
+
+/// The caller went away (the call's future was dropped) before the run
+/// finished: the writer stops too, its batch in flight rolled back (its
+/// statement cancelled, `store::Tx`), the batches it had queued dropped.
+/// What committed stays, counted in the run, which is left cut off (no end
+/// time).
+impl Drop for Importer {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.abort();
+        }
     }
 }
 

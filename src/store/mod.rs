@@ -352,9 +352,11 @@ impl Settings {
 
 /// A tenant-scoped transaction. Dropped without `commit`, it rolls back
 /// before its connection returns to the pool; dropped while a statement was
-/// in flight (the caller went away), its connection is closed instead, so
-/// the backend stops the statement (`client_connection_check_interval`)
-/// rather than run it to its end with a ROLLBACK queued behind it.
+/// in flight (the caller went away, its deadline passed), the statement is
+/// cancelled (a cancel request) and the connection closed instead of
+/// running the statement to its end with a ROLLBACK queued behind it;
+/// `client_connection_check_interval` is the backstop should the cancel
+/// request not get through.
 pub struct Tx {
     client: Option<Object>,
     settings: Arc<Settings>,

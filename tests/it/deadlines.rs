@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bi_data::pb::{ListIngestRunsRequest, ListJobsRequest};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Mutex;
@@ -37,10 +38,14 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 
 /// A server of its own name on the locks database.
 async fn server(extra: &[&str]) -> (TestApp, String) {
-    let name = format!("bi-data-locks-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    server_on(&locks_database_url(), extra).await
+}
+
+async fn server_on(url: &str, extra: &[&str]) -> (TestApp, String) {
+    let name = format!("bi-data-t-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let mut args = vec!["--application-name", name.as_str()];
     args.extend_from_slice(extra);
-    (TestApp::spawn_on(&locks_database_url(), &args).await, name)
+    (TestApp::spawn_on(url, &args).await, name)
 }
 
 /// Statements of the server named `name` still running (or waiting).
@@ -203,5 +208,52 @@ async fn a_call_the_caller_abandons_stops_its_statement() {
         assert!(quiet.is_some(), "the abandoned statement still runs 1 s after the caller left");
     }
     drop(locker);
+    app.stop().await;
+}
+
+/// An import whose caller goes away mid-stream: the server applies at most
+/// the batches it had queued, then stops; what it committed stays, and the
+/// run is left cut off (no end time) with counters that stop moving.
+#[tokio::test]
+async fn an_import_whose_caller_leaves_stops() {
+    let (app, name) = server_on(&database_url(), &[]).await;
+    let t = Tenant::new();
+    let db = raw_db().await;
+    let rows = futures_util::stream::iter(0..20_000).map(|i| {
+        let mut j = job(&format!("left {i}"));
+        j.job_url = format!("https://example.com/left/{i}");
+        j
+    });
+    let stream = rows.chain(futures_util::stream::pending());
+    let mut client = app.jobs();
+    let w = t.writer.clone();
+    let call = tokio::spawn(async move { client.import_jobs(authed(&w, stream)).await });
+    let runs = || async {
+        app.jobs()
+            .list_ingest_runs(authed(&t.reader, ListIngestRunsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .ingest_runs
+    };
+    // The caller leaves once the server committed a first batch.
+    let started = Instant::now();
+    while runs().await.first().is_none_or(|r| r.received == 0) {
+        assert!(started.elapsed() < Duration::from_secs(20), "no batch committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call.abort();
+    let _ = call.await;
+    assert!(quiet_within(&db, &name, Duration::from_secs(5)).await.is_some(), "import work goes on");
+    let before = runs().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = runs().await;
+    assert_eq!(after.len(), 1, "one run");
+    assert!(after[0].end_time.is_none(), "a cut-off run has no end time");
+    assert_eq!(after[0].received, before[0].received, "its counters stopped moving");
+    assert!(after[0].received < 20_000, "the run stopped before the end");
+    db.query("SELECT set_config('app.tenant_id', $1, false)", &[&t.id.to_string()]).await.unwrap();
+    let stored: i64 = db.query_one("SELECT count(*) FROM jobs", &[]).await.unwrap().get(0);
+    assert_eq!(stored, after[0].inserted, "the run counts exactly what was committed");
     app.stop().await;
 }

@@ -385,8 +385,8 @@ async fn startup_errors_are_one_clear_line_and_a_non_zero_exit() {
 
 /// A statement whose caller goes away mid-flight (the call cancelled, its
 /// deadline passed, a report's reader gone) does not run to its end: the
-/// transaction closes its connection, and the backend notices within its
-/// client_connection_check_interval.
+/// transaction cancels it and closes its connection (tests/it/deadlines.rs
+/// has the same through gRPC, behind a lock).
 #[tokio::test]
 async fn a_statement_abandoned_mid_flight_stops_on_the_server() {
     let store = bi_data::store::Store::new(&serve_args(&[]).db, Duration::from_secs(1)).expect("store");
