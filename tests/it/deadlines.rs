@@ -129,6 +129,7 @@ async fn a_statement_not_yet_prepared_is_bounded_by_the_statement_timeout() {
     // Shapes this server has never prepared: their Parse waits on the lock.
     // Two of them, as many as the pool's connections.
     let run = Uuid::new_v4().simple().to_string();
+    let mut ended = Vec::new();
     for i in 0..2 {
         let filter = format!("industry = \"s{i}-{run}\" AND salary_min > {}", i + 1);
         let started = Instant::now();
@@ -139,16 +140,24 @@ async fn a_statement_not_yet_prepared_is_bounded_by_the_statement_timeout() {
             took >= Duration::from_millis(1400) && took < Duration::from_millis(2500),
             "ended after {took:?}; the statement timeout is 1.5 s"
         );
+        ended.push(took.as_millis());
     }
     // Neither connection is left waiting on the lock ...
     let quiet = quiet_within(&db, &name, Duration::from_secs(1)).await;
     assert!(quiet.is_some(), "a statement of the server still waits on the lock");
     // ... so a call on another table is served at once, lock or not.
+    let mut served = Vec::new();
     for _ in 0..4 {
         let mut req = authed(&t.reader, ListIngestRunsRequest::default());
         req.set_timeout(Duration::from_secs(1));
+        let started = Instant::now();
         app.jobs().list_ingest_runs(req).await.expect("ListIngestRuns while jobs is locked");
+        served.push(started.elapsed().as_millis());
     }
+    println!(
+        "FAULT unprepared-under-lock: DEADLINE_EXCEEDED after {ended:?} ms (statement timeout 1500, \
+         caller 4000); server idle {quiet:?} later; other-table calls OK in {served:?} ms"
+    );
     drop(locker);
     app.stop().await;
 }
@@ -166,15 +175,24 @@ async fn an_expired_deadline_is_deadline_exceeded_and_its_statement_ends() {
     app.jobs().list_jobs(list(&t, filter(), Duration::from_secs(5))).await.unwrap();
     let locker = lock_jobs(&url).await;
     let mut codes = Vec::new();
+    let mut answered = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
         let msg = ListJobsRequest { filter: filter(), ..Default::default() };
         codes.push(raw_h2_code(&app, "/bi.data.v1.JobService/ListJobs", &t.reader, &msg, "100m").await);
         assert!(started.elapsed() < Duration::from_millis(600), "answered after {:?}", started.elapsed());
+        answered.push(started.elapsed().as_millis());
     }
     assert!(codes.iter().all(|c| *c == Code::DeadlineExceeded as i32), "codes: {codes:?}");
     let quiet = quiet_within(&db, &name, Duration::from_secs(1)).await;
     assert!(quiet.is_some(), "a statement outlived its caller's deadline by more than 1 s");
+    answered.sort_unstable();
+    println!(
+        "FAULT deadline-100ms: {} of 20 DEADLINE_EXCEEDED, answered in {}..{} ms; server idle {quiet:?} later",
+        codes.iter().filter(|c| **c == Code::DeadlineExceeded as i32).count(),
+        answered[0],
+        answered[19]
+    );
     drop(locker);
     app.stop().await;
 }
@@ -206,6 +224,9 @@ async fn a_call_the_caller_abandons_stops_its_statement() {
         call.abort();
         let quiet = quiet_within(&db, &name, Duration::from_secs(1)).await;
         assert!(quiet.is_some(), "the abandoned statement still runs 1 s after the caller left");
+        println!(
+            "FAULT caller-gone: the statement waiting on the lock ended {quiet:?} after the caller left"
+        );
     }
     drop(locker);
     app.stop().await;
