@@ -4,8 +4,8 @@
 //! never CANCELLED; a call the caller abandons stops its statement at once;
 //! no connection stays wedged behind the lock.
 //!
-//! These tests lock `jobs` in a database of their own (bi_data_test_locks,
-//! made by scripts/dev-env.sh) so they cannot stall the other tests, and
+//! These tests lock `jobs` in a database of their own (the test database's
+//! name with `_locks`: bi_data_test_locks, made by scripts/dev-env.sh) so they cannot stall the other tests, and
 //! run one after another (`LOCKS`).
 
 use std::time::{Duration, Instant};
@@ -24,10 +24,9 @@ use crate::common::*;
 /// One locking test at a time: each holds `jobs` locked.
 static LOCKS: Mutex<()> = Mutex::const_new(());
 
+/// The test database's name with `_locks` (bi_data_test_locks).
 fn locks_database_url() -> String {
-    let url = database_url();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    format!("{base}/bi_data_test_locks")
+    format!("{}_locks", database_url())
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
