@@ -320,6 +320,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         .add_service(audit);
 
     let drain = args.drain_timeout();
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
     let signal = shutdown.clone();
     let stopping = Arc::new(Notify::new());
     let stopping_tx = stopping.clone();
@@ -337,6 +338,8 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         let serve = router.serve_with_incoming_shutdown(incoming, async move {
             signal.notified().await;
             stopping_tx.notify_one();
+            // NOT_SERVING already; new calls are still served meanwhile.
+            tokio::time::sleep(grace).await;
         });
         tokio::pin!(serve);
         let result = tokio::select! {
@@ -345,7 +348,12 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
                 stopping.notified().await;
                 health_abort.abort();
                 set_health(&reporter, ServingStatus::NotServing).await;
-                tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: draining in-flight calls");
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    drain_ms = drain.as_millis() as u64,
+                    "shutting down: NOT_SERVING; accepting calls for the grace period, then draining"
+                );
+                tokio::time::sleep(grace).await;
                 if tokio::time::timeout(drain, in_flight.wait_idle()).await.is_err() {
                     tracing::warn!("drain timeout reached; closing with calls still in flight");
                 }

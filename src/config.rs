@@ -232,6 +232,11 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight calls.
     #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// On SIGTERM, health turns NOT_SERVING at once; for this long the
+    /// server still accepts new calls (while load balancers and probes see
+    /// NOT_SERVING and move traffic away), then stops accepting and drains.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 0)]
+    pub shutdown_grace_ms: u64,
     /// How long `serve` waits at start for the database (reachable, the
     /// login accepted, `SET ROLE bi_data_app` allowed) before it exits with
     /// the reason; 0 waits forever. Once it has started, an outage never

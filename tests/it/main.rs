@@ -9,6 +9,7 @@ mod conformance;
 mod deadlines;
 mod demo_data;
 mod documents;
+mod faults;
 mod helpers;
 mod jobs_crud;
 mod listing;
