@@ -8,7 +8,9 @@
 //! The quick scenarios run with every `cargo test`; the long ones are
 //! `#[ignore]`d and run by `scripts/fault-suite.sh --long`.
 
+mod concurrency;
 mod database;
+mod hostile;
 mod lifecycle;
 mod redis;
 
@@ -560,6 +562,7 @@ pub fn compare(acked: &[String], stored: &[String]) -> (usize, usize) {
 /// A server process (the real binary) against `db`, on its own port.
 pub struct Process {
     pub child: Child,
+    pub addr: String,
     pub channel: tonic::transport::Channel,
     pub log: PathBuf,
 }
@@ -582,7 +585,7 @@ impl Process {
             .unwrap();
         let channel =
             tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-        Process { child, channel, log }
+        Process { child, addr, channel, log }
     }
 
     pub fn logs(&self) -> String {
