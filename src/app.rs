@@ -19,6 +19,7 @@ use crate::{
         documents::DocumentApi,
         jobs::JobApi,
         middleware::{
+            admission::Admission,
             auth::AuthLayer,
             conventions::Conventions,
             inflight::InFlight,
@@ -303,9 +304,13 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .concurrency_limit_per_connection(1024)
+        // Per connection: at most 256 streams at once (HTTP/2 makes the
+        // client wait for more), and as many calls in progress.
+        .max_concurrent_streams(Some(256))
+        .concurrency_limit_per_connection(256)
         .layer(RpcLayer::new(methods, metrics.rpc.clone()))
         .layer(Conventions)
+        .layer(Admission::new(args.max_concurrent_calls(), Duration::from_millis(args.admission_wait_ms)))
         .layer(in_flight.clone())
         .layer(AuthLayer::new(mode))
         .layer(RecordCaller)

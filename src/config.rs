@@ -232,6 +232,15 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight calls.
     #[arg(long, env = "DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// Calls served at once (health and reflection not counted); default 4
+    /// per pooled connection, at least 16. Past it a call waits at most
+    /// --admission-wait-ms, then is answered RESOURCE_EXHAUSTED (OVERLOADED,
+    /// with RetryInfo).
+    #[arg(long, env = "MAX_CONCURRENT_CALLS")]
+    pub max_concurrent_calls: Option<usize>,
+    /// How long a call may wait for one of the --max-concurrent-calls.
+    #[arg(long, env = "ADMISSION_WAIT_MS", default_value_t = 100)]
+    pub admission_wait_ms: u64,
     /// On SIGTERM, health turns NOT_SERVING at once; for this long the
     /// server still accepts new calls (while load balancers and probes see
     /// NOT_SERVING and move traffic away), then stops accepting and drains.
@@ -249,6 +258,9 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    pub fn max_concurrent_calls(&self) -> usize {
+        self.max_concurrent_calls.unwrap_or_else(|| (4 * self.db.pool_size()).max(16))
+    }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }

@@ -12,6 +12,7 @@ mod concurrency;
 mod database;
 mod hostile;
 mod lifecycle;
+mod overload;
 mod redis;
 
 use std::{
