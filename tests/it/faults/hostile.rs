@@ -103,7 +103,11 @@ fn filter_text() -> impl Strategy<Value = String> {
 /// Runs the campaign for `cases`: parse, check and compile never panic;
 /// accepted filters compile to SQL whose values are all parameters.
 fn campaign(cases: u32) -> u32 {
-    let mut runner = TestRunner::new(proptest::test_runner::Config { cases, ..Default::default() });
+    let mut runner = TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..Default::default()
+    });
     let accepted = std::cell::Cell::new(0u32);
     runner
         .run(&filter_text(), |text| {
