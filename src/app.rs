@@ -54,6 +54,10 @@ pub const SERVICE_NAMES: &[&str] = &[
 /// How often the database is probed for health.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
+/// After the drain, how long the server may take to write the last
+/// responses and close its connections.
+const FLUSH_WITHIN: Duration = Duration::from_millis(500);
+
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
@@ -362,7 +366,16 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
                 if tokio::time::timeout(drain, in_flight.wait_idle()).await.is_err() {
                     tracing::warn!("drain timeout reached; closing with calls still in flight");
                 }
-            } => Ok(()),
+            } => {
+                // No call in flight: the graceful shutdown flushes the last
+                // responses (a call counts as done when its handler answers,
+                // before its body is written) and closes connections as
+                // their streams end. Bounded: a health Watch never ends.
+                match tokio::time::timeout(FLUSH_WITHIN, &mut serve).await {
+                    Ok(r) => r.map_err(|e| Error::Internal(format!("server: {e}"))),
+                    Err(_) => Ok(()),
+                }
+            }
         };
         // The serve branch may finish first: stop the background tasks either way.
         health_task.abort();

@@ -130,15 +130,6 @@ async fn outage<F: Future<Output = ()>>(
     o
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// What every outage must show.
 fn assert_outage(o: &Outage) {
     assert!(o.acked > 0, "no write was acknowledged");

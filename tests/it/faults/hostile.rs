@@ -146,14 +146,6 @@ fn filter_and_token_campaign_long() {
     println!("FAULT fuzz-long: {cases} cases in {:?}", started.elapsed());
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.to_owned()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused_quickly() {
     let server = Process::spawn(&database_url(), &[]);

@@ -323,6 +323,25 @@ impl Proxy {
     }
 }
 
+/// The machine's load average (1, 5, 15 minutes), printed with figures.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Health of a server, polled.
 pub async fn health(channel: &tonic::transport::Channel) -> Option<ServingStatus> {
     let mut c = HealthClient::new(channel.clone());
@@ -432,15 +451,10 @@ impl Load {
         let per_task = |rate: u32, n: u32| Duration::from_secs_f64(f64::from(n) / f64::from(rate.max(1)));
         let (write_tasks, read_tasks) = (writes.div_ceil(50).max(1), reads.div_ceil(100).max(1));
         for w in 0..write_tasks {
-            let (mut c, tally, mut rx, token) =
-                (jobs.clone(), tally.clone(), stop.subscribe(), t.writer.clone());
-            let every = per_task(writes, write_tasks);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                let mut n = 0u64;
-                while !*rx.borrow() {
-                    tokio::select! { _ = tick.tick() => {}, _ = rx.changed() => break }
-                    n += 1;
+            let (c, tally, token) = (jobs.clone(), tally.clone(), t.writer.clone());
+            tasks.push(tokio::spawn(paced(per_task(writes, write_tasks), stop.subscribe(), move |n| {
+                let (mut c, tally, token) = (c.clone(), tally.clone(), token.clone());
+                async move {
                     let url = format!("https://faults.test/{w}/{n}/{}", Uuid::new_v4().simple());
                     let rid = Uuid::new_v4().to_string();
                     let mut req = authed(&token, load_job(&url, &rid));
@@ -453,31 +467,26 @@ impl Load {
                         Err(_) => tally.lock().unwrap().failed_writes.push((url, rid)),
                     }
                 }
-            }));
+            })));
         }
         for i in 0..read_tasks {
-            let (mut c, tally, mut rx, token, id) =
-                (jobs.clone(), tally.clone(), stop.subscribe(), t.reader.clone(), seed.id.clone());
-            let every = per_task(reads, read_tasks);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                let mut n = 0u64;
-                while !*rx.borrow() {
-                    tokio::select! { _ = tick.tick() => {}, _ = rx.changed() => break }
-                    n += 1;
+            let (c, tally, token, id) = (jobs.clone(), tally.clone(), t.reader.clone(), seed.id.clone());
+            tasks.push(tokio::spawn(paced(per_task(reads, read_tasks), stop.subscribe(), move |n| {
+                let (mut c, tally, token, id) = (c.clone(), tally.clone(), token.clone(), id.clone());
+                async move {
                     let started = Instant::now();
                     let error = if (n + u64::from(i)).is_multiple_of(5) {
                         let mut req = authed(&token, ListJobsRequest { page_size: 20, ..Default::default() });
                         req.set_timeout(deadline);
                         c.list_jobs(req).await.err()
                     } else {
-                        let mut req = authed(&token, GetJobRequest { id: id.clone() });
+                        let mut req = authed(&token, GetJobRequest { id });
                         req.set_timeout(deadline);
                         c.get_job(req).await.err()
                     };
                     record(&tally, started, deadline, error.as_ref());
                 }
-            }));
+            })));
         }
         Load { tally, stop, tasks }
     }
@@ -488,6 +497,22 @@ impl Load {
             let _ = t.await;
         }
         Arc::try_unwrap(self.tally).ok().expect("load tasks ended").into_inner().unwrap()
+    }
+}
+
+/// Runs `call(n)` for n = 1, 2, ... every `every` (one at a time) until
+/// `stop` turns true.
+async fn paced<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut call: F)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(every);
+    let mut n = 0u64;
+    while !*stop.borrow() {
+        tokio::select! { _ = tick.tick() => {}, _ = stop.changed() => break }
+        n += 1;
+        call(n).await;
     }
 }
 

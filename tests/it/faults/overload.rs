@@ -15,14 +15,6 @@ use tonic_types::StatusExt;
 
 use super::*;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
-}
-
 fn request(t: &Tenant) -> tonic::Request<ListJobsRequest> {
     let mut req = authed(
         &t.reader,
@@ -166,7 +158,7 @@ async fn three_times_capacity_is_shed_not_queued() {
         admitted.len(),
         idle / 1024,
         peak / 1024,
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        load_average()
     );
     let exhausted = shed.get("RESOURCE_EXHAUSTED").copied().unwrap_or(0);
     assert!(exhausted > 0, "nothing was shed at 3x capacity: {shed:?}");

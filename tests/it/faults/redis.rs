@@ -64,7 +64,7 @@ async fn redis_killed_paused_and_back_under_load() {
          cache back {resumed_after_restart:?} after restart, {resumed_after_pause:?} after the pause; \
          cache timeout {CACHE_TIMEOUT_MS} ms; load_avg={}",
         tally.codes,
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        load_average()
     );
     assert_eq!(tally.codes.keys().copied().collect::<Vec<_>>(), ["OK"], "caller errors: {:?}", tally.codes);
     // Within the Redis timeout plus the database's time (generous on a
