@@ -16,12 +16,12 @@ use serde_json::json;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::{Scope, Store, Tx, audit};
+use super::{Scope, Store, Tx, audit, records::sql_type};
 use crate::{
     domain::{
         audit::Action,
         ingest::{INGEST_RUN, MAX_REPORTED_ERRORS},
-        schema::{Field, FieldKind, Resource},
+        schema::{Field, Resource},
         value::Value,
     },
     error::Error,
@@ -91,19 +91,6 @@ struct Plan {
     /// their generated columns (the search vector) nor touches an index.
     unchanged: String,
     merge: String,
-}
-
-fn sql_type(kind: FieldKind) -> (Type, &'static str) {
-    match kind {
-        FieldKind::Uuid => (Type::UUID, "uuid"),
-        FieldKind::Text | FieldKind::Enum(_) => (Type::TEXT, "text"),
-        FieldKind::Int => (Type::INT8, "bigint"),
-        FieldKind::Float => (Type::FLOAT8, "double precision"),
-        FieldKind::Bool => (Type::BOOL, "boolean"),
-        FieldKind::Timestamp => (Type::TIMESTAMPTZ, "timestamptz"),
-        FieldKind::TextArray => (Type::TEXT_ARRAY, "text[]"),
-        FieldKind::Json => (Type::JSONB, "jsonb"),
-    }
 }
 
 fn build_plan(res: &'static Resource) -> Plan {
@@ -365,7 +352,7 @@ async fn reject_missing_parents(
         ids.sort_unstable();
         ids.dedup();
         let live: std::collections::HashSet<Uuid> =
-            super::records::live_ids(&tx, scope.tenant, p.resource, &ids).await?.into_iter().collect();
+            super::records::live_ids(&tx, scope.tenant, p.resource, &ids, false).await?.into_iter().collect();
         let key_index = res.import.map(|spec| res.index(spec.key));
         let (keep, gone): (Vec<Row>, Vec<Row>) = std::mem::take(&mut batch.rows)
             .into_iter()
