@@ -113,6 +113,7 @@ proto_resource!(
         received,
         inserted,
         updated,
+        unchanged,
         failed,
         errors,
         create_time,

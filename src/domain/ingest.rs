@@ -13,6 +13,7 @@ pub static INGEST_RUN: Resource = Resource {
         Field::new("received", K::Int).not_null().output_only(),
         Field::new("inserted", K::Int).not_null().output_only(),
         Field::new("updated", K::Int).not_null().output_only(),
+        Field::new("unchanged", K::Int).not_null().output_only(),
         Field::new("failed", K::Int).not_null().output_only(),
         Field::new("errors", K::Json).not_null().unsortable().unfilterable().output_only(),
         Field::new("create_time", K::Timestamp).not_null().output_only(),

@@ -8,6 +8,8 @@
 //! (state machines, merges, appends) are a closure over a unit, not a copy
 //! of `update`.
 
+use std::collections::{HashMap, HashSet};
+
 use uuid::Uuid;
 
 use super::{
@@ -264,6 +266,72 @@ impl<'a> Unit<'a> {
         self.after_write(res, None, &rec).await?;
         self.audit(res, Action::Create, None, &rec);
         Ok(rec)
+    }
+
+    /// Inserts validated new records set-based: the parents checked (and
+    /// locked) with one statement per declared parent, the rows with one
+    /// COPY and one INSERT ... SELECT, one CREATE event each (written with
+    /// the others at commit). Resources whose insert needs per-row work (a
+    /// sequence number, a version row, a hook, a parent that must agree)
+    /// go row by row through [`Unit::insert`]. `field(i)` names row `i` in
+    /// errors (`requests[3].job`). Returns the records in order.
+    pub async fn insert_many(
+        &mut self,
+        res: &'static Resource,
+        mut rows: Vec<Vec<Value>>,
+        field: impl Fn(usize) -> String,
+    ) -> Result<Vec<Record>, Error> {
+        writable(res)?;
+        let per_row = res.sequence.is_some()
+            || res.versions.is_some()
+            || self.svc.hook(res).is_some()
+            || res.parents.iter().any(|p| p.agrees.is_some());
+        if per_row {
+            let mut out = Vec::with_capacity(rows.len());
+            for values in rows {
+                out.push(self.insert(res, values).await?);
+            }
+            return Ok(out);
+        }
+        for values in &mut rows {
+            if let Some(c) = res.counter {
+                values[res.index(c.field)] = Value::Int(1);
+            }
+            if let Some(o) = res.owner {
+                values[res.index(o)] = Value::Text(self.scope.actor.clone());
+            }
+        }
+        for p in res.parents {
+            let i = res.index(p.field);
+            let mut ids: Vec<Uuid> = rows
+                .iter()
+                .filter_map(|v| if let Value::Uuid(id) = v[i] { Some(id) } else { None })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let live: HashSet<Uuid> = records::live_ids(&self.tx, self.scope.tenant, p.resource, &ids, true)
+                .await?
+                .into_iter()
+                .collect();
+            if let Some((n, id)) = rows.iter().enumerate().find_map(|(n, v)| match v[i] {
+                Value::Uuid(id) if !live.contains(&id) => Some((n, id)),
+                _ => None,
+            }) {
+                return Err(Error::FailedPrecondition {
+                    reason: "REFERENCE_NOT_FOUND",
+                    message: format!("{}.{}: {} '{id}' does not exist", field(n), p.field, p.resource.name),
+                });
+            }
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+        let recs = records::insert_many(&self.tx, self.scope.tenant, res, &ids, &rows).await?;
+        for rec in &recs {
+            self.audit(res, Action::Create, None, rec);
+        }
+        Ok(recs)
     }
 
     /// The next version row of a versioned resource will be `id`, whose
@@ -642,16 +710,40 @@ impl Service {
             if let Some(prev) = u.replayed(request_id, &u.method.clone()).await? {
                 return stored_many(res, &prev);
             }
-            let mut out = Vec::with_capacity(prepared.len());
-            for (values, item_request_id) in prepared {
-                if let Some(prev) = u.replay_as(res, &item_request_id, &item_method).await? {
-                    out.push(prev);
-                    continue;
+            // An item whose own request id was used before answers as then;
+            // one repeating a request id of this batch answers as the item
+            // that first used it; the others are inserted together.
+            let mut out: Vec<Option<Record>> = Vec::with_capacity(prepared.len());
+            let (mut rows, mut slots, mut rids) = (Vec::new(), Vec::new(), Vec::new());
+            let mut row_of_rid: HashMap<String, usize> = HashMap::new();
+            let mut repeats = Vec::new();
+            for (i, (values, rid)) in prepared.into_iter().enumerate() {
+                out.push(None);
+                if !rid.is_empty() {
+                    if let Some(&row) = row_of_rid.get(&rid) {
+                        repeats.push((i, row));
+                        continue;
+                    }
+                    if let Some(prev) = u.replay_as(res, &rid, &item_method).await? {
+                        out[i] = Some(prev);
+                        continue;
+                    }
+                    row_of_rid.insert(rid.clone(), rows.len());
                 }
-                let rec = u.insert(res, values).await?;
-                u.remember(&item_request_id, &item_method, |u| u.stored(res, &rec));
-                out.push(rec);
+                rows.push(values);
+                slots.push(i);
+                rids.push(rid);
             }
+            let inserted =
+                u.insert_many(res, rows, |n| format!("requests[{}].{}", slots[n], res.name)).await?;
+            for (n, rec) in inserted.iter().enumerate() {
+                u.remember(&rids[n], &item_method, |u| u.stored(res, rec));
+                out[slots[n]] = Some(rec.clone());
+            }
+            for (i, row) in repeats {
+                out[i] = Some(inserted[row].clone());
+            }
+            let out: Vec<Record> = out.into_iter().map(|r| r.expect("every item answered")).collect();
             let all = |_: &Unit<'_>| {
                 let stored: Vec<serde_json::Value> = out.iter().map(|r| r.to_stored(res)).collect();
                 serde_json::to_vec(&stored).expect("JSON serializes")

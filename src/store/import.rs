@@ -16,12 +16,12 @@ use serde_json::json;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::{Scope, Store, Tx, audit};
+use super::{Scope, Store, Tx, audit, records::sql_type};
 use crate::{
     domain::{
         audit::Action,
         ingest::{INGEST_RUN, MAX_REPORTED_ERRORS},
-        schema::{Field, FieldKind, Resource},
+        schema::{Field, Resource},
         value::Value,
     },
     error::Error,
@@ -57,7 +57,10 @@ pub struct Run {
     pub res: &'static Resource,
     pub received: i64,
     pub inserted: i64,
+    /// Matched a live row by the natural key and rewrote it.
     pub updated: i64,
+    /// Matched a live row identical to it: nothing written.
+    pub unchanged: i64,
     pub failed: i64,
     pub errors: Vec<serde_json::Value>,
 }
@@ -83,20 +86,11 @@ struct Plan {
     types: Vec<Type>,
     create_staging: String,
     copy: String,
+    /// Deletes the staged rows identical to the live row they match (their
+    /// count): they are not rewritten, so the insert below never computes
+    /// their generated columns (the search vector) nor touches an index.
+    unchanged: String,
     merge: String,
-}
-
-fn sql_type(kind: FieldKind) -> (Type, &'static str) {
-    match kind {
-        FieldKind::Uuid => (Type::UUID, "uuid"),
-        FieldKind::Text | FieldKind::Enum(_) => (Type::TEXT, "text"),
-        FieldKind::Int => (Type::INT8, "bigint"),
-        FieldKind::Float => (Type::FLOAT8, "double precision"),
-        FieldKind::Bool => (Type::BOOL, "boolean"),
-        FieldKind::Timestamp => (Type::TIMESTAMPTZ, "timestamptz"),
-        FieldKind::TextArray => (Type::TEXT_ARRAY, "text[]"),
-        FieldKind::Json => (Type::JSONB, "jsonb"),
-    }
 }
 
 fn build_plan(res: &'static Resource) -> Plan {
@@ -129,6 +123,22 @@ fn build_plan(res: &'static Resource) -> Plan {
     let set: Vec<String> = updated.iter().map(|c| format!("{c} = {}", incoming(c))).collect();
     let old: Vec<String> = updated.iter().map(|c| format!("t.{c}")).collect();
     let new: Vec<String> = updated.iter().map(|c| incoming(c)).collect();
+    let staged: Vec<String> = updated
+        .iter()
+        .map(|c| if reference(c) { format!("COALESCE(s.{c}, t.{c})") } else { format!("s.{c}") })
+        .collect();
+    let unchanged = format!(
+        "WITH u AS (DELETE FROM {staging} s USING {table} t \
+         WHERE t.tenant_id = $1 AND t.{key} = s.{key} AND t.delete_time IS NULL \
+         AND ({old}) IS NOT DISTINCT FROM ({staged}) RETURNING 1) \
+         SELECT count(*) FROM u",
+        table = res.table,
+        old = old.join(", "),
+        staged = staged.join(", "),
+    );
+    // The WHERE of DO UPDATE still skips a row that became identical after
+    // `unchanged` ran (a concurrent writer): the merge's RETURNING counts
+    // only what it wrote.
     let merge = format!(
         "WITH m AS (INSERT INTO {table} AS t (tenant_id, {list}) \
          SELECT $1, {list} FROM {staging} ORDER BY {key} \
@@ -136,7 +146,7 @@ fn build_plan(res: &'static Resource) -> Plan {
          DO UPDATE SET {set}, update_time = now(), revision = t.revision + 1 \
          WHERE ({old}) IS DISTINCT FROM ({new}) \
          RETURNING (xmax = 0) AS inserted) \
-         SELECT count(*) FILTER (WHERE inserted) FROM m",
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM m",
         table = res.table,
         set = set.join(", "),
         old = old.join(", "),
@@ -148,6 +158,7 @@ fn build_plan(res: &'static Resource) -> Plan {
         types: columns.iter().map(|f| sql_type(f.kind).0).collect(),
         copy: format!("COPY {staging} ({list}) FROM STDIN (FORMAT binary)"),
         create_staging: create,
+        unchanged,
         merge,
         columns,
     }
@@ -184,7 +195,7 @@ pub async fn start(
     tx.query(include_str!("sql/ingest_run_start.sql").trim_ascii_end(), &[&scope.tenant, &id, &source_site])
         .await?;
     tx.commit().await?;
-    Ok(Run { id, res, received: 0, inserted: 0, updated: 0, failed: 0, errors: Vec::new() })
+    Ok(Run { id, res, received: 0, inserted: 0, updated: 0, unchanged: 0, failed: 0, errors: Vec::new() })
 }
 
 async fn save_counters(tx: &Tx, scope: &Scope, run: &Run) -> Result<(), Error> {
@@ -196,6 +207,7 @@ async fn save_counters(tx: &Tx, scope: &Scope, run: &Run) -> Result<(), Error> {
             &run.received,
             &run.inserted,
             &run.updated,
+            &run.unchanged,
             &run.failed,
             &json!(run.errors),
         ],
@@ -263,15 +275,22 @@ pub async fn apply(store: &Store, scope: &Scope, run: &mut Run, mut batch: Batch
         attempt += 1;
         let result = async {
             let tx = store.begin(scope).await?;
-            let mut inserted = 0;
+            let (mut inserted, mut updated, mut unchanged) = (0, 0, 0);
             if !row_refs.is_empty() {
                 tx.query(&plan.create_staging, &[]).await?;
                 tx.copy_in(&plan.copy, &plan.types, &row_refs).await?;
-                inserted = tx.query_one(&plan.merge, &[&scope.tenant]).await?.get::<_, i64>(0);
+                unchanged = tx.query_one(&plan.unchanged, &[&scope.tenant]).await?.get::<_, i64>(0);
+                let merged = tx.query_one(&plan.merge, &[&scope.tenant]).await?;
+                (inserted, updated) = (merged.get::<_, i64>(0), merged.get::<_, i64>(1));
+                // Matched rows the merge found identical (changed back meanwhile).
+                unchanged += kept as i64 - unchanged - inserted - updated;
             }
             let mut after = next.clone();
             after.inserted += inserted;
-            after.updated += kept as i64 - inserted + superseded;
+            // A row superseded by a later one of the same key in the batch
+            // counts as an update (as if the rows had been applied in turn).
+            after.updated += updated + superseded;
+            after.unchanged += unchanged;
             save_counters(&tx, scope, &after).await?;
             tx.commit().await?;
             Ok::<_, Error>(after)
@@ -333,7 +352,7 @@ async fn reject_missing_parents(
         ids.sort_unstable();
         ids.dedup();
         let live: std::collections::HashSet<Uuid> =
-            super::records::live_ids(&tx, scope.tenant, p.resource, &ids).await?.into_iter().collect();
+            super::records::live_ids(&tx, scope.tenant, p.resource, &ids, false).await?.into_iter().collect();
         let key_index = res.import.map(|spec| res.index(spec.key));
         let (keep, gone): (Vec<Row>, Vec<Row>) = std::mem::take(&mut batch.rows)
             .into_iter()

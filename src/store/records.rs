@@ -8,6 +8,7 @@ use std::{
     sync::{LazyLock, RwLock},
 };
 
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{Scope, Store, Tx, db_error, filter_sql, value_sql};
@@ -39,6 +40,12 @@ struct ResourceSql {
     /// decode by position like FULL ones.
     select_basic: String,
     insert: String,
+    /// Batch insert: the staging table, its COPY, the INSERT ... SELECT and
+    /// the COPY types (id, then the writable fields).
+    stage: String,
+    stage_copy: String,
+    insert_staged: String,
+    stage_types: Vec<Type>,
     fetch: String,
     fetch_basic: String,
     fetch_for_update: String,
@@ -56,17 +63,22 @@ fn is_system(f: &Field) -> bool {
     f.is_system()
 }
 
-fn sql_type_name(kind: FieldKind) -> &'static str {
+/// A field kind's binary COPY type and SQL type name.
+pub(super) fn sql_type(kind: FieldKind) -> (Type, &'static str) {
     match kind {
-        FieldKind::Uuid => "uuid",
-        FieldKind::Text | FieldKind::Enum(_) => "text",
-        FieldKind::Int => "bigint",
-        FieldKind::Float => "double precision",
-        FieldKind::Bool => "boolean",
-        FieldKind::Timestamp => "timestamptz",
-        FieldKind::TextArray => "text[]",
-        FieldKind::Json => "jsonb",
+        FieldKind::Uuid => (Type::UUID, "uuid"),
+        FieldKind::Text | FieldKind::Enum(_) => (Type::TEXT, "text"),
+        FieldKind::Int => (Type::INT8, "bigint"),
+        FieldKind::Float => (Type::FLOAT8, "double precision"),
+        FieldKind::Bool => (Type::BOOL, "boolean"),
+        FieldKind::Timestamp => (Type::TIMESTAMPTZ, "timestamptz"),
+        FieldKind::TextArray => (Type::TEXT_ARRAY, "text[]"),
+        FieldKind::Json => (Type::JSONB, "jsonb"),
     }
+}
+
+fn sql_type_name(kind: FieldKind) -> &'static str {
+    sql_type(kind).1
 }
 
 /// Caches are keyed by the declaration itself (two declarations of one
@@ -104,6 +116,21 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
         let _ = write!(insert, ", ${}", i + 3);
     }
     let _ = write!(insert, ") RETURNING {select}");
+    let staging = format!("bi_batch_{}", res.table);
+    let mut stage = format!("CREATE TEMP TABLE IF NOT EXISTS {staging} (id uuid");
+    for f in &writable {
+        let _ = write!(stage, ", {} {}", f.column, sql_type_name(f.kind));
+    }
+    stage.push_str(") ON COMMIT DELETE ROWS");
+    let staged: Vec<&str> = std::iter::once("id").chain(writable.iter().map(|f| f.column)).collect();
+    let staged = staged.join(", ");
+    let stage_copy = format!("COPY {staging} ({staged}) FROM STDIN (FORMAT binary)");
+    let insert_staged = format!(
+        "INSERT INTO {} (tenant_id, {staged}) SELECT $1, {staged} FROM {staging} RETURNING {select}",
+        res.table
+    );
+    let stage_types =
+        std::iter::once(Type::UUID).chain(writable.iter().map(|f| sql_type(f.kind).0)).collect();
     let by_id = |sel: &str| format!("SELECT {sel} FROM {} WHERE tenant_id = $1 AND id = $2", res.table);
     let by_ids = |sel: &str| format!("SELECT {sel} FROM {} WHERE tenant_id = $1 AND id = ANY($2)", res.table);
     let (fetch, fetch_basic) = (by_id(&select), by_id(&select_basic));
@@ -113,6 +140,10 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
         select,
         select_basic,
         insert,
+        stage,
+        stage_copy,
+        insert_staged,
+        stage_types,
         fetch,
         fetch_basic,
         fetch_for_update,
@@ -162,6 +193,42 @@ pub async fn insert(
     }
     let row = tx.query_one(&sql.insert, &params).await?;
     decode_row(res, &row)
+}
+
+/// Inserts many rows in one statement (a binary COPY into a staging table,
+/// then one INSERT ... SELECT): `ids[i]` for `rows[i]`. Returns the records
+/// in the order of `rows`.
+pub async fn insert_many(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    ids: &[Uuid],
+    rows: &[Vec<Value>],
+) -> Result<Vec<Record>, Error> {
+    let sql = sql_for(res);
+    let staged: Vec<Vec<Value>> = ids
+        .iter()
+        .zip(rows)
+        .map(|(id, values)| {
+            std::iter::once(Value::Uuid(*id))
+                .chain(res.fields.iter().zip(values).filter(|(f, _)| !is_system(f)).map(|(_, v)| v.clone()))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[Value]> = staged.iter().map(Vec::as_slice).collect();
+    tx.query(&sql.stage, &[]).await?;
+    tx.copy_in(&sql.stage_copy, &sql.stage_types, &refs).await?;
+    let inserted = tx.query(&sql.insert_staged, &[&tenant]).await?;
+    let mut by_id: HashMap<Uuid, Record> = HashMap::with_capacity(inserted.len());
+    for row in &inserted {
+        let rec = decode_row(res, row)?;
+        by_id.insert(rec.id(), rec);
+    }
+    ids.iter()
+        .map(|id| {
+            by_id.remove(id).ok_or_else(|| Error::Internal(format!("batch insert returned no row {id}")))
+        })
+        .collect()
 }
 
 /// Fetches one row (deleted or not); `for_update` locks it.
@@ -218,17 +285,21 @@ pub async fn fetch_many(
     decode_rows(res, &rows)
 }
 
-/// Which of `ids` name live rows of `res` in the tenant.
+/// Which of `ids` name live rows of `res` in the tenant; `lock` locks them
+/// against a concurrent delete until the transaction ends.
 pub async fn live_ids(
     tx: &Tx,
     tenant: Uuid,
     res: &'static Resource,
     ids: &[Uuid],
+    lock: bool,
 ) -> Result<Vec<Uuid>, Error> {
     let sql = format!(
-        "SELECT id FROM {} WHERE tenant_id = $1 AND id = ANY($2){}",
+        "SELECT id FROM {} WHERE tenant_id = $1 AND id = ANY($2){}{}",
         res.table,
-        if res.soft_delete { " AND delete_time IS NULL" } else { "" }
+        if res.soft_delete { " AND delete_time IS NULL" } else { "" },
+        // Against a concurrent delete, as `exists` locks.
+        if lock { " FOR KEY SHARE" } else { "" }
     );
     let rows = tx.query(&sql, &[&tenant, &ids]).await?;
     rows.iter().map(|r| r.try_get(0).map_err(db_error)).collect()

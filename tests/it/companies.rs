@@ -685,3 +685,52 @@ async fn an_import_rejects_rows_naming_a_company_that_does_not_exist() {
     assert_eq!((job.title.as_str(), job.company_id.as_str()), ("Job 3 (renamed)", live.id.as_str()));
     app.stop().await;
 }
+
+/// BatchCreateJobs is one statement for all rows: each company is checked
+/// once however many jobs name it, a missing one names the first item that
+/// references it and creates nothing, and every job gets its CREATE event.
+#[tokio::test]
+async fn batch_created_jobs_check_each_company_once_and_are_audited() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let acme = app.create(&t, company("Batch Acme")).await;
+    let jobs = |company_ids: &[&str]| pb::BatchCreateJobsRequest {
+        requests: company_ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| pb::CreateJobRequest {
+                job: Some(job_at(id, "Batch Acme", n)),
+                request_id: String::new(),
+            })
+            .collect(),
+        request_id: String::new(),
+    };
+    let missing = uuid::Uuid::new_v4().to_string();
+    let e = app
+        .jobs()
+        .batch_create_jobs(authed(&t.writer, jobs(&[&acme.id, "", &missing, &acme.id, &missing])))
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::FailedPrecondition, "REFERENCE_NOT_FOUND");
+    assert!(
+        e.message().starts_with(&format!("requests[2].job.company_id: company '{missing}'")),
+        "{}",
+        e.message()
+    );
+    assert_eq!(app.list_all::<pb::Job>(&t, ListOpts::default()).await.len(), 0, "nothing created");
+
+    let ids: Vec<&str> = (0..300).map(|n| if n % 3 == 0 { "" } else { acme.id.as_str() }).collect();
+    let made = app.jobs().batch_create_jobs(authed(&t.writer, jobs(&ids))).await.unwrap().into_inner().jobs;
+    assert_eq!(made.len(), 300);
+    for (n, j) in made.iter().enumerate() {
+        assert_eq!(j.title, format!("Job {n}"), "in request order");
+        assert_eq!(j.company_id, ids[n]);
+        assert_eq!(app.get::<pb::Job>(&t, &j.id).await, *j, "the answer is the stored job");
+    }
+    for j in [&made[0], &made[151], &made[299]] {
+        let trail = app.audit_trail(&t, &j.id).await;
+        assert_eq!(trail.len(), 1, "one event per created job");
+        assert_eq!(trail[0].action(), pb::AuditAction::Create);
+    }
+    app.stop().await;
+}

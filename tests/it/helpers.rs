@@ -891,6 +891,7 @@ impl TestResource for pb::IngestRun {
             FilterCase::int("received", c.received),
             FilterCase::int("inserted", c.inserted),
             FilterCase::int("updated", c.updated).loose(),
+            FilterCase::int("unchanged", c.unchanged).loose(),
             FilterCase::int("failed", c.failed),
             FilterCase::time("create_time", &c.create_time),
             FilterCase::time("update_time", &c.update_time),

@@ -149,7 +149,18 @@ async fn import_mixed_stream_counts_values_and_errors() {
 }
 
 #[tokio::test]
-async fn reimport_is_all_updates_and_tenants_stay_separate() {
+async fn reimport_counts_unchanged_rows_and_tenants_stay_separate() {
+    // Per job_url, the row's (update_time, revision), read directly.
+    async fn revisions(t: &Tenant) -> Vec<(String, i64)> {
+        let db = raw_db().await;
+        db.query("SELECT set_config('app.tenant_id', $1, false)", &[&t.id.to_string()]).await.unwrap();
+        db.query("SELECT job_url, revision FROM jobs ORDER BY job_url", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
     let app = TestApp::spawn().await;
     let (a, b) = (Tenant::new(), Tenant::new());
     let rows: Vec<pb::Job> = (0..3000).map(|i| posting(i, "https://same.test")).collect();
@@ -157,9 +168,11 @@ async fn reimport_is_all_updates_and_tenants_stay_separate() {
     let (ra, rb) = tokio::join!(import(&app, &a.writer, rows.clone()), import(&app, &b.writer, rows.clone()));
     assert_eq!((ra.inserted, ra.updated, ra.failed), (3000, 0, 0));
     assert_eq!((rb.inserted, rb.updated, rb.failed), (3000, 0, 0));
-    // Same stream again: all updates, no duplicates.
+    // Same stream again: all unchanged (nothing rewritten), no duplicates.
+    let before = revisions(&a).await;
     let again = import(&app, &a.writer, rows.clone()).await;
-    assert_eq!((again.inserted, again.updated, again.failed), (0, 3000, 0));
+    assert_eq!((again.inserted, again.updated, again.unchanged, again.failed), (0, 0, 3000, 0));
+    assert_eq!(revisions(&a).await, before, "an identical row is not rewritten");
     for t in [&a, &b] {
         let n = app
             .jobs()
@@ -174,7 +187,7 @@ async fn reimport_is_all_updates_and_tenants_stay_separate() {
     let mut changed = rows.clone();
     changed[5].title = "Changed".into();
     let r = import(&app, &a.writer, changed).await;
-    assert_eq!((r.inserted, r.updated), (0, 3000));
+    assert_eq!((r.inserted, r.updated, r.unchanged), (0, 1, 2999));
     let find = |t: &Tenant| {
         let t = t.clone();
         let mut c = app.jobs();

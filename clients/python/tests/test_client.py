@@ -207,9 +207,11 @@ class ClientTest(unittest.TestCase):
         self.assertTrue(run.errors[0].reason)
         self.assertEqual(self.count(f'keywords:"{self.run_id}"'), 249)
 
-        # Again from an iterable of dicts and Job messages: the same URLs update.
+        # Again from an iterable of dicts and Job messages: the same URLs match;
+        # the identical row is unchanged, the other one updates.
         again = self.client.import_jobs([rows[0], new_job(self.run_id, 1, job_url=rows[1]["jobUrl"])])
-        self.assertEqual((again.received, again.inserted, again.updated, again.failed), (2, 0, 2, 0))
+        self.assertEqual((again.received, again.inserted, again.updated, again.unchanged, again.failed),
+                         (2, 0, 1, 1, 0))
 
     def test_import_stops_on_a_row_that_is_no_job(self):
         with self.assertRaisesRegex(ValueError, "row 1: not a bi.data.v1.Job"):
