@@ -189,10 +189,11 @@ async fn main() {
     let (run, took) = import(&mut client, &token, tokio_stream::iter(jobs.clone())).await;
     let update_rate = rate(args.rows, took);
     println!(
-        "ImportJobs (re-import):   {:>9} rows in {:>6.2}s = {:>9.0} rows/s  (updated {}, inserted {})",
+        "ImportJobs (re-import):   {:>9} rows in {:>6.2}s = {:>9.0} rows/s  (unchanged {}, updated {}, inserted {})",
         args.rows,
         took.as_secs_f64(),
         update_rate,
+        run.unchanged,
         run.updated,
         run.inserted
     );
