@@ -6,7 +6,8 @@ use super::{
     outreach::CAMPAIGN,
     record::{Fields, MAX_TEXT, in_range, json_sizes, max_len, require_text, text_items},
     schema::{
-        Child, EnumDef, Field, FieldKind as K, MergeSpec, OnDelete, Parent, Resource, SearchSpec, Transitions,
+        Child, EnumDef, Field, FieldKind as K, MergeSpec, OnDelete, Parent, Ranking, Resource, SearchSpec,
+        Transitions,
     },
     value::Value,
 };
@@ -58,6 +59,7 @@ pub static COMPANY: Resource = Resource {
         snippet: &[],
         normalize: Some("bi_company_key"),
         threshold: Some(0.5),
+        ranking: Ranking::CoverDensity,
     }),
     merge: Some(&MergeSpec {
         master: "master_company_id",

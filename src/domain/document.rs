@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use super::{
     record::{Fields, MAX_TEXT, json_sizes, max_len, require_text},
     schema::{
-        Counter, EnumDef, Field, FieldKind as K, Parent, Resource, SearchSpec, Sequence, Subset, Tally,
-        Transitions, Versions,
+        Counter, EnumDef, Field, FieldKind as K, Parent, Ranking, Resource, SearchSpec, Sequence, Subset,
+        Tally, Transitions, Versions,
     },
     value::Value,
 };
@@ -73,6 +73,7 @@ pub static DOCUMENT: Resource = Resource {
         fuzzy: &["title"],
         normalize: None,
         threshold: None,
+        ranking: Ranking::CoverDensity,
         snippet: &["title", "content"],
     }),
     // A new version when the bytes change (the digest: binary uploads leave

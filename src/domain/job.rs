@@ -7,7 +7,8 @@ use super::{
     company::COMPANY,
     record::{Fields, MAX_TEXT, json_sizes, max_len, require_text},
     schema::{
-        Child, EnumDef, Field, FieldKind as K, ImportSpec, OnDelete, Parent, Resource, SearchSpec, Unique,
+        Child, EnumDef, Field, FieldKind as K, ImportSpec, OnDelete, Parent, Ranking, Resource, SearchSpec,
+        Unique,
     },
     value::Value,
 };
@@ -76,6 +77,7 @@ pub static JOB: Resource = Resource {
         snippet: &[],
         normalize: None,
         threshold: None,
+        ranking: Ranking::FieldClass,
     }),
     // An import keeps the caller's own pipeline state of an existing job.
     import: Some(&ImportSpec { key: "job_url", keep_on_update: &["status", "discovered_time"] }),

@@ -259,6 +259,22 @@ pub struct SearchSpec {
     /// Columns a `ts_headline` snippet is cut from (joined, in order; the
     /// first [`SNIPPET_SCAN`] characters); none: no snippet.
     pub snippet: &'static [&'static str],
+    /// How full-text hits are ordered.
+    pub ranking: Ranking,
+}
+
+/// The order of full-text hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranking {
+    /// `ts_rank_cd` over every match (its cost grows with the match count).
+    CoverDensity,
+    /// By the best class of fields that holds every query term (title,
+    /// then title with company and keywords, then anywhere), newest first
+    /// within a class. Exact and bounded: each class is read newest first
+    /// and stops at the page. Needs a vector that also carries each title
+    /// lexeme prefixed `t:` and each title, company or keyword lexeme
+    /// prefixed `h:` (`bi_job_vector`, migration V7).
+    FieldClass,
 }
 
 /// Characters of text a search snippet is looked for in (`ts_headline`

@@ -18,6 +18,12 @@ use crate::{
 pub const IMPORT_BATCH_ROWS: usize = 2000;
 pub const IMPORT_BATCH_BYTES: usize = 8 << 20;
 
+/// Batches of one run applied at the same time, each on its own
+/// connection: PostgreSQL's part of an import (parsing the search vector,
+/// index maintenance) then runs on two cores. Batches sharing a natural key
+/// are applied in stream order.
+pub const IMPORT_WRITERS: usize = 2;
+
 /// One row of the caller's stream.
 pub struct ImportItem {
     pub draft: Draft,
@@ -67,11 +73,36 @@ impl Service {
         let (svc, wscope) = (self.clone(), scope.clone());
         let writer = tokio::spawn(
             async move {
-                while let Some(b) = batches.recv().await {
-                    import::apply(&svc.store, &wscope, &mut run, b).await?;
-                    // Every row of the resource may have changed, and the run's counters did.
-                    let changes = Changes { rows: vec![(&INGEST_RUN, run.id)], ..Changes::bulk(res) };
-                    svc.ingested(&wscope, changes).await;
+                let mut inflight = futures_util::stream::FuturesUnordered::new();
+                let mut open = true;
+                while open || !inflight.is_empty() {
+                    tokio::select! {
+                        biased;
+                        Some(done) = futures_util::StreamExt::next(&mut inflight), if !inflight.is_empty() => {
+                            let delta = done?;
+                            run.absorb(delta);
+                            // Every row of the resource may have changed, and the run's counters did.
+                            let changes = Changes { rows: vec![(&INGEST_RUN, run.id)], ..Changes::bulk(res) };
+                            svc.ingested(&wscope, changes).await;
+                        }
+                        b = batches.recv(), if open && inflight.len() < IMPORT_WRITERS => match b {
+                            None => open = false,
+                            Some(b) => {
+                                let keys = import::batch_keys(res, &b);
+                                // A key of a batch in flight: that one first.
+                                while inflight.iter().any(|f: &Apply| !f.keys.is_disjoint(&keys)) {
+                                    let delta = futures_util::StreamExt::next(&mut inflight)
+                                        .await
+                                        .expect("a batch is in flight")?;
+                                    run.absorb(delta);
+                                }
+                                let (svc, scope, base) = (svc.clone(), wscope.clone(), run.clone());
+                                inflight.push(Apply::new(keys, async move {
+                                    import::apply(&svc.store, &scope, &base, b).await
+                                }));
+                            }
+                        },
+                    }
                 }
                 Ok::<_, Error>(run)
             }
@@ -146,6 +177,32 @@ impl Importer {
             Changes { rows: vec![(&INGEST_RUN, rec.id())], queries: vec![&AUDIT_EVENT], bulk: vec![] };
         self.svc.ingested(&self.scope, changes).await;
         Ok(rec)
+    }
+}
+
+/// One batch being applied, with its natural keys.
+struct Apply {
+    keys: std::collections::HashSet<String>,
+    fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<import::Run, Error>> + Send>>,
+}
+
+impl Apply {
+    fn new(
+        keys: std::collections::HashSet<String>,
+        fut: impl std::future::Future<Output = Result<import::Run, Error>> + Send + 'static,
+    ) -> Self {
+        Apply { keys, fut: Box::pin(fut.in_current_span()) }
+    }
+}
+
+impl std::future::Future for Apply {
+    type Output = Result<import::Run, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.fut.as_mut().poll(cx)
     }
 }
 

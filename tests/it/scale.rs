@@ -633,3 +633,181 @@ async fn python_client_imports_a_file() {
     assert_eq!(l.jobs[0].title, "Py 42");
     app.stop().await;
 }
+
+/// SearchJobs ranks by field class (title, then company and keywords, then
+/// anywhere), newest first within a class, and pages through every hit
+/// exactly once in that order, also when a class's rows lie outside the
+/// newest rows the server reads first (4,000) and come from the index.
+#[tokio::test]
+async fn search_by_field_class_pages_exactly_beyond_the_first_rows_read() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mk = |title: String, keywords: Vec<String>, description: &str, url: String| pb::Job {
+        title,
+        keywords,
+        description: description.into(),
+        job_url: url,
+        ..job("")
+    };
+    // The oldest rows: 30 with both words in the title, 25 with them in the
+    // keywords only, and 20 with one word in the title and one elsewhere.
+    let mut old = Vec::new();
+    for i in 0..30 {
+        old.push(mk(
+            format!("Zebra Wrangler {i}"),
+            vec![],
+            "Care for animals.",
+            format!("https://z.example/t/{i}"),
+        ));
+    }
+    for i in 0..25 {
+        let kw = vec!["zebra".into(), "wrangler".into()];
+        old.push(mk(format!("Keeper {i}"), kw, "Care for animals.", format!("https://z.example/k/{i}")));
+    }
+    for i in 0..20 {
+        old.push(mk(
+            format!("Zebra Keeper {i}"),
+            vec![],
+            "A wrangler role.",
+            format!("https://z.example/m/{i}"),
+        ));
+    }
+    assert_eq!(import(&app, &t.writer, old).await.inserted, 75);
+    // Then 4,500 newer rows with the words in the description only, and
+    // 200 that match nothing.
+    let mut new = Vec::new();
+    for i in 0..4500 {
+        new.push(mk(
+            format!("Clerk {i}"),
+            vec![],
+            "A zebra wrangler helps here.",
+            format!("https://z.example/d/{i}"),
+        ));
+    }
+    for i in 0..200 {
+        new.push(mk(format!("Cook {i}"), vec![], "Kitchen work.", format!("https://z.example/n/{i}")));
+    }
+    assert_eq!(import(&app, &t.writer, new).await.inserted, 4700);
+
+    // The expected order, from the jobs themselves.
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = app
+            .jobs()
+            .list_jobs(authed(
+                &t.reader,
+                ListJobsRequest { page_size: 1000, page_token: token, ..Default::default() },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        all.extend(r.jobs);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    assert_eq!(all.len(), 4775);
+    let class = |j: &pb::Job| {
+        if j.title.starts_with("Zebra Wrangler") {
+            Some(0)
+        } else if j.title.starts_with("Keeper") || j.title.starts_with("Zebra Keeper") {
+            // Both words among title, company and keywords? Only the keyword rows.
+            if j.keywords.is_empty() { Some(2) } else { Some(1) }
+        } else if j.title.starts_with("Clerk") {
+            Some(2)
+        } else {
+            None
+        }
+    };
+    let mut expected: Vec<(usize, String)> =
+        all.iter().filter_map(|j| class(j).map(|c| (c, j.id.clone()))).collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    assert_eq!(expected.len(), 4575);
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut scores: Vec<f64> = Vec::new();
+    let mut token = String::new();
+    for _ in 0..100 {
+        let r = app
+            .jobs()
+            .search_jobs(authed(
+                &t.reader,
+                SearchJobsRequest {
+                    query: "zebra wrangler".into(),
+                    page_size: 100,
+                    page_token: token,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.fuzzy);
+        seen.extend(r.jobs.into_iter().map(|j| j.id));
+        scores.extend(r.scores);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let want: Vec<String> = expected.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(seen.len(), want.len(), "every hit once");
+    assert!(seen == want, "class order, newest first within a class");
+    assert_eq!(scores[0], 1.0);
+    assert_eq!(scores[30], 0.4);
+    assert_eq!(scores[55], 0.2);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first");
+
+    // A filter applies within every class.
+    let r = app
+        .jobs()
+        .search_jobs(authed(
+            &t.reader,
+            SearchJobsRequest {
+                query: "zebra wrangler".into(),
+                filter: r#"title = "Keeper 3" OR title = "Clerk 7""#.into(),
+                page_size: 10,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let titles: Vec<&str> = r.jobs.iter().map(|j| j.title.as_str()).collect();
+    assert_eq!(titles, ["Keeper 3", "Clerk 7"]);
+}
+
+/// Batches of one import are applied two at a time; a key that appears in
+/// two batches still ends with its last row, counted as an update.
+#[tokio::test]
+async fn an_import_key_repeated_across_batches_keeps_its_last_row() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut rows: Vec<pb::Job> = (0..4100).map(|i| posting(i, "https://x.example/rep")).collect();
+    rows[10].title = "first".into();
+    rows[3000] = pb::Job { title: "last".into(), ..rows[10].clone() };
+    let run = import(&app, &t.writer, rows).await;
+    assert_eq!((run.received, run.inserted, run.updated, run.failed), (4100, 4099, 1, 0), "{run:?}");
+    let r = app
+        .jobs()
+        .list_jobs(authed(
+            &t.reader,
+            ListJobsRequest {
+                filter: r#"job_url = "https://x.example/rep/10""#.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.jobs.iter().map(|j| j.title.as_str()).collect::<Vec<_>>(), ["last"]);
+    let stored = app
+        .jobs()
+        .get_ingest_run(authed(&t.reader, GetIngestRunRequest { id: run.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stored.received, stored.inserted, stored.updated), (4100, 4099, 1));
+}

@@ -443,6 +443,7 @@ async fn search_is_declared_per_resource_with_snippets_where_declared() {
         snippet: &["description"],
         normalize: None,
         threshold: None,
+        ranking: bi_data::domain::schema::Ranking::CoverDensity,
     };
     let res = variant(|r| r.search = Some(&SPEC));
     let (_app, svc) = service().await;
