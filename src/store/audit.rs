@@ -16,41 +16,42 @@ pub struct Event {
     pub after: Option<serde_json::Value>,
 }
 
-/// Writes `events` in one round trip (pipelined, in order).
+/// Writes `events` with one statement (set-based: a batch of 1,000
+/// creations writes its 1,000 events as one INSERT ... SELECT FROM unnest),
+/// in order (their ids are UUIDv7, increasing).
 pub async fn record_many(tx: &Tx, scope: &Scope, events: &[Event]) -> Result<(), Error> {
     match events {
         [] => Ok(()),
         [e] => record(tx, scope, e.entity, e.entity_id, e.action, e.before.clone(), e.after.clone()).await,
         _ => {
             let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+            let entities: Vec<&str> = events.iter().map(|e| e.entity).collect();
+            let entity_ids: Vec<Uuid> = events.iter().map(|e| e.entity_id).collect();
             let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-            let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 10]> = events
-                .iter()
-                .zip(&ids)
-                .zip(&actions)
-                .map(|((e, id), action)| {
-                    [
-                        &scope.tenant as &(dyn tokio_postgres::types::ToSql + Sync),
-                        id,
-                        &scope.actor,
-                        &e.entity,
-                        &e.entity_id,
-                        action,
-                        &e.before,
-                        &e.after,
-                        &scope.request_id,
-                        &scope.trace_id,
-                    ]
-                })
-                .collect();
-            let statements: Vec<(&str, &super::Params<'_>)> =
-                params.iter().map(|p| (INSERT_EVENT, &p[..])).collect();
-            tx.query_pipelined(&statements).await?;
+            let befores: Vec<Option<&serde_json::Value>> = events.iter().map(|e| e.before.as_ref()).collect();
+            let afters: Vec<Option<&serde_json::Value>> = events.iter().map(|e| e.after.as_ref()).collect();
+            tx.query(
+                INSERT_EVENTS,
+                &[
+                    &scope.tenant,
+                    &scope.actor,
+                    &ids,
+                    &entities,
+                    &entity_ids,
+                    &actions,
+                    &befores,
+                    &afters,
+                    &scope.request_id,
+                    &scope.trace_id,
+                ],
+            )
+            .await?;
             Ok(())
         }
     }
 }
 
+const INSERT_EVENTS: &str = include_str!("sql/audit_insert_many.sql").trim_ascii_end();
 const INSERT_EVENT: &str = include_str!("sql/audit_insert.sql").trim_ascii_end();
 
 pub async fn record(
