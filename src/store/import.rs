@@ -231,24 +231,6 @@ pub async fn start(
     Ok(Run { id, res, received: 0, inserted: 0, updated: 0, unchanged: 0, failed: 0, errors: Vec::new() })
 }
 
-async fn save_counters(tx: &Tx, scope: &Scope, run: &Run) -> Result<(), Error> {
-    tx.query(
-        include_str!("sql/ingest_run_counters.sql").trim_ascii_end(),
-        &[
-            &scope.tenant,
-            &run.id,
-            &run.received,
-            &run.inserted,
-            &run.updated,
-            &run.unchanged,
-            &run.failed,
-            &json!(run.errors),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Adds a batch's counts to the run's row (increments: batches of one run
 /// commit concurrently); the reported errors stay the first
 /// MAX_REPORTED_ERRORS by stream position.
@@ -433,7 +415,7 @@ async fn reject_missing_parents(
     Ok(())
 }
 
-/// Closes the run: end time, final counters, one IMPORT audit event.
+/// Closes the run: its end time and one IMPORT audit event.
 /// `source_site` fills the run's source when the stream did not name one.
 pub async fn finish(
     store: &Store,
@@ -441,8 +423,8 @@ pub async fn finish(
     run: &Run,
     source_site: Option<&str>,
 ) -> Result<super::records::Record, Error> {
+    // The counters are the row's already: every batch added its own.
     let tx = store.begin(scope).await?;
-    save_counters(&tx, scope, run).await?;
     tx.query(
         include_str!("sql/ingest_run_finish.sql").trim_ascii_end(),
         &[&scope.tenant, &run.id, &source_site],

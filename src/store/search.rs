@@ -240,7 +240,7 @@ async fn by_field_class(
     };
     let mut windows: Vec<Window> = Vec::new();
     let mut picked: Vec<(Uuid, usize)> = Vec::with_capacity(want);
-    for k in first..CLASSES.len() {
+    for (k, (_, prefix)) in CLASSES.iter().enumerate().skip(first) {
         let need = want - picked.len();
         if need == 0 {
             break;
@@ -255,7 +255,7 @@ async fn by_field_class(
             picked.extend(seen.into_iter().map(|id| (id, k)));
         } else {
             // Rare among the newest rows: its few rows, through the index.
-            let positive = match CLASSES[k].1 {
+            let positive = match prefix {
                 Some(p) => format!("{vector} @@ ({query} && {})", within(p)),
                 None => format!("{vector} @@ {query}"),
             };
@@ -340,7 +340,7 @@ async fn read_window(
             _ => w.full = r.try_get::<_, Option<i64>>(2).map_err(super::db_error)? == Some(WINDOW),
         }
     }
-    w.rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    w.rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
     Ok(w)
 }
 
