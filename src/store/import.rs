@@ -379,7 +379,8 @@ async fn reject_missing_parents(
         return Ok(());
     }
     // On the primary: a replica may not have the parent a caller just made.
-    let tx = store.begin(scope).await?;
+    // Opened only when a row names a parent (scraped rows seldom do).
+    let mut tx = None;
     for p in res.parents {
         let i = res.index(p.field);
         let mut ids: Vec<Uuid> = batch
@@ -392,8 +393,12 @@ async fn reject_missing_parents(
         }
         ids.sort_unstable();
         ids.dedup();
+        if tx.is_none() {
+            tx = Some(store.begin(scope).await?);
+        }
+        let tx = tx.as_ref().expect("opened above");
         let live: std::collections::HashSet<Uuid> =
-            super::records::live_ids(&tx, scope.tenant, p.resource, &ids, false).await?.into_iter().collect();
+            super::records::live_ids(tx, scope.tenant, p.resource, &ids, false).await?.into_iter().collect();
         let key_index = res.import.map(|spec| res.index(spec.key));
         let (keep, gone): (Vec<Row>, Vec<Row>) = std::mem::take(&mut batch.rows)
             .into_iter()
@@ -411,7 +416,9 @@ async fn reject_missing_parents(
             });
         }
     }
-    tx.commit().await?;
+    if let Some(tx) = tx {
+        tx.commit().await?;
+    }
     Ok(())
 }
 
