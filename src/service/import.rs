@@ -1,8 +1,9 @@
 //! Bulk import of any resource that declares an `ImportSpec`: the caller
 //! pushes rows as they arrive; the importer validates and batches them
-//! while a writer task applies the previous batch (binary COPY + one merge
-//! per batch, `store::import`), with at most two batches queued. One
-//! IMPORT audit event per run.
+//! while a writer task applies earlier batches (binary COPY + one merge per
+//! batch, `store::import`), [`IMPORT_WRITERS`] at once on their own
+//! connections, with at most two more queued. One IMPORT audit event per
+//! run.
 
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::Instrument;
@@ -75,14 +76,18 @@ impl Service {
             async move {
                 let mut inflight = futures_util::stream::FuturesUnordered::new();
                 let mut open = true;
+                // A committed batch: its counts join the run's, and the cache
+                // hears that every row of the resource may have changed, and
+                // the run's counters did.
+                let committed = |run: &mut import::Run, delta: import::Run| {
+                    run.absorb(delta);
+                    Changes { rows: vec![(&INGEST_RUN, run.id)], ..Changes::bulk(res) }
+                };
                 while open || !inflight.is_empty() {
                     tokio::select! {
                         biased;
                         Some(done) = futures_util::StreamExt::next(&mut inflight), if !inflight.is_empty() => {
-                            let delta = done?;
-                            run.absorb(delta);
-                            // Every row of the resource may have changed, and the run's counters did.
-                            let changes = Changes { rows: vec![(&INGEST_RUN, run.id)], ..Changes::bulk(res) };
+                            let changes = committed(&mut run, done?);
                             svc.ingested(&wscope, changes).await;
                         }
                         b = batches.recv(), if open && inflight.len() < IMPORT_WRITERS => match b {
@@ -91,10 +96,11 @@ impl Service {
                                 let keys = import::batch_keys(res, &b);
                                 // A key of a batch in flight: that one first.
                                 while inflight.iter().any(|f: &Apply| !f.keys.is_disjoint(&keys)) {
-                                    let delta = futures_util::StreamExt::next(&mut inflight)
+                                    let done = futures_util::StreamExt::next(&mut inflight)
                                         .await
-                                        .expect("a batch is in flight")?;
-                                    run.absorb(delta);
+                                        .expect("a batch is in flight");
+                                    let changes = committed(&mut run, done?);
+                                    svc.ingested(&wscope, changes).await;
                                 }
                                 let (svc, scope, base) = (svc.clone(), wscope.clone(), run.clone());
                                 inflight.push(Apply::new(keys, async move {
