@@ -118,7 +118,7 @@ impl Service {
         let mut u = Unit::begin(self, scope, "", "LinkJobs/job".into()).await?;
         let ids = crate::store::link::link_jobs(u.tx(), scope.tenant, max).await?;
         for chunk in ids.chunks(super::MAX_BATCH) {
-            for after in records::fetch_many(u.tx(), scope.tenant, &JOB, chunk).await? {
+            for after in records::fetch_many(u.tx(), scope.tenant, &JOB, chunk, records::View::Full).await? {
                 let mut before = after.to_json(&JOB);
                 before["company_id"] = serde_json::Value::Null;
                 u.audit(&JOB, Action::Update, Some(before), &after);

@@ -102,7 +102,7 @@ impl Service {
                                     let changes = committed(&mut run, done?);
                                     svc.ingested(&wscope, changes).await;
                                 }
-                                let (svc, scope, base) = (svc.clone(), wscope.clone(), run.clone());
+                                let (svc, scope, base) = (svc.clone(), wscope.clone(), run.empty());
                                 inflight.push(Apply::new(keys, async move {
                                     import::apply(&svc.store, &scope, &base, b).await
                                 }));

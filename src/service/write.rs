@@ -900,7 +900,7 @@ impl Service {
                 return Ok(prev);
             }
             let mut ids: Vec<Uuid> = from.iter().copied().chain([into]).collect();
-            let seen = records::fetch_many(&u.tx, scope.tenant, res, &ids).await?;
+            let seen = records::fetch_many(&u.tx, scope.tenant, res, &ids, records::View::Full).await?;
             ids.sort();
             let mut locked = Vec::with_capacity(ids.len());
             for id in &ids {

@@ -66,17 +66,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run with nothing counted yet.
+    fn new(id: Uuid, res: &'static Resource) -> Run {
+        Run { id, res, received: 0, inserted: 0, updated: 0, unchanged: 0, failed: 0, errors: Vec::new() }
+    }
+
     /// The same run with nothing counted: what one batch adds.
-    fn empty(&self) -> Run {
-        Run {
-            errors: Vec::new(),
-            received: 0,
-            inserted: 0,
-            updated: 0,
-            unchanged: 0,
-            failed: 0,
-            ..self.clone()
-        }
+    pub fn empty(&self) -> Run {
+        Run::new(self.id, self.res)
     }
 
     /// Adds what a committed batch counted.
@@ -228,7 +225,7 @@ pub async fn start(
     tx.query(include_str!("sql/ingest_run_start.sql").trim_ascii_end(), &[&scope.tenant, &id, &source_site])
         .await?;
     tx.commit().await?;
-    Ok(Run { id, res, received: 0, inserted: 0, updated: 0, unchanged: 0, failed: 0, errors: Vec::new() })
+    Ok(Run::new(id, res))
 }
 
 /// Adds a batch's counts to the run's row (increments: batches of one run

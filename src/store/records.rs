@@ -280,8 +280,11 @@ pub async fn fetch_many(
     tenant: Uuid,
     res: &'static Resource,
     ids: &[Uuid],
+    view: View,
 ) -> Result<Vec<Record>, Error> {
-    let rows = tx.query(&sql_for(res).fetch_many, &[&tenant, &ids]).await?;
+    let sql = sql_for(res);
+    let stmt = if view == View::Basic { &sql.fetch_many_basic } else { &sql.fetch_many };
+    let rows = tx.query(stmt, &[&tenant, &ids]).await?;
     decode_rows(res, &rows)
 }
 

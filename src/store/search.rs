@@ -280,17 +280,12 @@ async fn by_field_class(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = picked.iter().map(|(id, _)| *id).collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE tenant_id = $1 AND id = ANY($2)",
-        records::select_list(res, View::Basic),
-        res.table
-    );
-    let rows = tx.query(&sql, &[&tenant, &ids]).await?;
-    let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-    for r in &rows {
-        let rec = records::decode_row(res, r)?;
-        by_id.insert(rec.id(), rec);
-    }
+    let mut by_id: std::collections::HashMap<Uuid, Record> =
+        records::fetch_many(tx, tenant, res, &ids, View::Basic)
+            .await?
+            .into_iter()
+            .map(|rec| (rec.id(), rec))
+            .collect();
     Ok(picked
         .into_iter()
         .filter_map(|(id, k)| {

@@ -642,51 +642,34 @@ async fn python_client_imports_a_file() {
 async fn search_by_field_class_pages_exactly_beyond_the_first_rows_read() {
     let app = TestApp::spawn().await;
     let t = Tenant::new();
-    let mk = |title: String, keywords: Vec<String>, description: &str, url: String| pb::Job {
-        title,
-        keywords,
-        description: description.into(),
-        job_url: url,
-        ..job("")
+    // `n` jobs titled `title i`, with these keywords and description.
+    let group = |n: usize, title: &str, keywords: &[&str], description: &str, slug: &str| {
+        (0..n)
+            .map(|i| pb::Job {
+                title: format!("{title} {i}"),
+                keywords: keywords.iter().map(|k| k.to_string()).collect(),
+                description: description.into(),
+                job_url: format!("https://z.example/{slug}/{i}"),
+                ..job("")
+            })
+            .collect::<Vec<_>>()
     };
     // The oldest rows: 30 with both words in the title, 25 with them in the
     // keywords only, and 20 with one word in the title and one elsewhere.
-    let mut old = Vec::new();
-    for i in 0..30 {
-        old.push(mk(
-            format!("Zebra Wrangler {i}"),
-            vec![],
-            "Care for animals.",
-            format!("https://z.example/t/{i}"),
-        ));
-    }
-    for i in 0..25 {
-        let kw = vec!["zebra".into(), "wrangler".into()];
-        old.push(mk(format!("Keeper {i}"), kw, "Care for animals.", format!("https://z.example/k/{i}")));
-    }
-    for i in 0..20 {
-        old.push(mk(
-            format!("Zebra Keeper {i}"),
-            vec![],
-            "A wrangler role.",
-            format!("https://z.example/m/{i}"),
-        ));
-    }
+    let old = [
+        group(30, "Zebra Wrangler", &[], "Care for animals.", "t"),
+        group(25, "Keeper", &["zebra", "wrangler"], "Care for animals.", "k"),
+        group(20, "Zebra Keeper", &[], "A wrangler role.", "m"),
+    ]
+    .concat();
     assert_eq!(import(&app, &t.writer, old).await.inserted, 75);
     // Then 4,500 newer rows with the words in the description only, and
     // 200 that match nothing.
-    let mut new = Vec::new();
-    for i in 0..4500 {
-        new.push(mk(
-            format!("Clerk {i}"),
-            vec![],
-            "A zebra wrangler helps here.",
-            format!("https://z.example/d/{i}"),
-        ));
-    }
-    for i in 0..200 {
-        new.push(mk(format!("Cook {i}"), vec![], "Kitchen work.", format!("https://z.example/n/{i}")));
-    }
+    let new = [
+        group(4500, "Clerk", &[], "A zebra wrangler helps here.", "d"),
+        group(200, "Cook", &[], "Kitchen work.", "n"),
+    ]
+    .concat();
     assert_eq!(import(&app, &t.writer, new).await.inserted, 4700);
 
     // The expected order, from the jobs themselves.
