@@ -108,12 +108,13 @@ pub enum Command {
     /// it exit within --startup-timeout-ms, saying why.
     #[command(after_help = TELEMETRY_ENV_HELP)]
     Serve(ServeArgs),
-    /// Apply pending migrations and exit.
+    /// Apply pending migrations (or migrate to --to N, back or forward) and exit.
     ///
     /// Needs: --migration-database-url (or --database-url) of a role that
     /// may create tables in the database (its owner). Safe to run from
     /// several processes at once: an advisory lock applies them once.
-    Migrate(DbArgs),
+    /// docs/migrations.md: down steps, --to, --dry-run.
+    Migrate(MigrateArgs),
     /// Print a signed bearer token.
     ///
     /// Needs: the server's --jwt-secret / JWT_SECRET and --tenant (a UUID);
@@ -126,6 +127,22 @@ pub enum Command {
     /// token it prints, --jwt-secret. Prints progress to stderr every 10,000
     /// jobs; the summary (tenant_id=, token=, counts) goes to stdout.
     DemoData(DemoArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Migrate to version N: forward (refinery, up to and including N) or
+    /// back (the down steps of every applied version above N, newest
+    /// first, each in its own transaction). 0 reverts every migration.
+    /// Default: the newest version built in.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+    pub to: Option<i32>,
+    /// Print the SQL that would run, in order, each step under a header
+    /// line naming its version and direction; apply nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -33,13 +33,32 @@ fn main() -> ExitCode {
         match cli.command {
             None => serve(cli.serve, telemetry).await,
             Some(Command::Serve(args)) => serve(args, telemetry).await,
-            Some(Command::Migrate(db)) => {
+            Some(Command::Migrate(m)) if m.to.is_none() && !m.dry_run => {
+                let db = m.db;
                 let n = store::migrate::run(
                     &db.migration_url().0,
                     std::time::Duration::from_millis(db.connect_timeout_ms),
                 )
                 .await?;
                 println!("applied {n} migration(s); schema at version {}", store::migrate::latest_version());
+                Ok(())
+            }
+            Some(Command::Migrate(m)) => {
+                let timeout = Duration::from_millis(m.db.connect_timeout_ms);
+                let plan =
+                    store::migrate::migrate_to(&m.db.migration_url().0, timeout, m.to, m.dry_run).await?;
+                if plan.dry_run {
+                    print!("{}", plan.script());
+                } else if plan.steps.is_empty() {
+                    println!("schema already at version {}; nothing to do", plan.to);
+                } else {
+                    let n = plan.steps.len();
+                    let done = match plan.steps.first().map(|s| s.direction) {
+                        Some(store::migrate::Direction::Down) => "reverted",
+                        _ => "applied",
+                    };
+                    println!("{done} {n} migration(s); schema at version {}", plan.to);
+                }
                 Ok(())
             }
             Some(Command::Token(t)) => {

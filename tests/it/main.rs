@@ -13,6 +13,7 @@ mod faults;
 mod helpers;
 mod jobs_crud;
 mod listing;
+mod migrations;
 mod observability;
 mod ops;
 mod otlp;

@@ -1,0 +1,1 @@
+DELETE FROM refinery_schema_history WHERE version = $1

@@ -1,0 +1,1 @@
+SELECT to_regclass('refinery_schema_history') IS NOT NULL
