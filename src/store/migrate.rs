@@ -360,7 +360,13 @@ async fn revert(client: &mut Client, step: &Step) -> Result<(), Error> {
 fn pg_failure(context: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     move |e| {
         let detail = match e.as_db_error() {
-            Some(d) => format!("{}: {} (SQLSTATE {})", d.severity(), d.message(), d.code().code()),
+            Some(d) => {
+                let mut text = format!("{}: {} (SQLSTATE {})", d.severity(), d.message(), d.code().code());
+                for extra in [d.detail(), d.hint()].into_iter().flatten() {
+                    text.push_str(&format!("; {}", extra.replace('\n', "; ")));
+                }
+                text
+            }
             None => e.to_string(),
         };
         tracing::error!(error = %detail, "{context} failed");
