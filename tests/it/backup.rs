@@ -344,11 +344,13 @@ async fn pitr_restores_exactly_the_rows_of_a_time_and_of_an_lsn() {
     let (p_lsn, took_lsn) = restore(&mut work, "at-lsn", &["--to-lsn", &l2]);
     assert_eq!(snapshot(p_lsn).await, s2, "restored to {l2}");
 
-    // Retention: a second backup, prune to one; the archive keeps nothing
-    // older than that backup's first segment, and it restores to the end.
+    // Retention: a second backup (plain format this time), prune to one;
+    // the archive keeps nothing older than that backup's first segment, and
+    // it restores to the end.
     drop(server);
     std::thread::sleep(Duration::from_millis(1100)); // a new backup name (second resolution)
-    let second = backup_ok(&["base", "--url", &url, "--backups", &backups, "--label", "second"]);
+    let second =
+        backup_ok(&["base", "--url", &url, "--backups", &backups, "--label", "second", "--format", "plain"]);
     let second = second.stdout.trim().to_owned();
     let before = std::fs::read_dir(&archive).unwrap().count();
     backup_ok(&["prune", "--backups", &backups, "--archive", &archive, "--keep", "1"]);
