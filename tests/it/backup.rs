@@ -247,6 +247,33 @@ fn restore(work: &mut Work, name: &str, target: &[&str]) -> (u16, Duration) {
     (port, r.took)
 }
 
+/// The cluster's archive_command, run as the server runs it (`sh -c` in a
+/// data directory) on a segment of the test's own: archived once, the same
+/// bytes again are accepted, other bytes under that name are refused and
+/// leave the archived copy as it was; no temporary file is left.
+async fn archive_command_never_overwrites(db: &tokio_postgres::Client, work: &Work, archive: &str) {
+    let cmd: String = db.query_one("SHOW archive_command", &[]).await.unwrap().get(0);
+    let fake = work.path("fake-pgdata");
+    std::fs::create_dir_all(format!("{fake}/pg_wal")).unwrap();
+    let name = "0000000A00000000000000FF"; // a timeline the cluster never reaches
+    let run = |content: &[u8]| {
+        std::fs::write(format!("{fake}/pg_wal/{name}"), content).unwrap();
+        let sh = cmd.replace("%p", &format!("pg_wal/{name}")).replace("%f", name);
+        Command::new("sh").arg("-c").arg(sh).current_dir(&fake).status().unwrap().success()
+    };
+    assert!(run(b"segment one"), "first archive of a segment");
+    assert!(run(b"segment one"), "the same bytes again (a retry) succeed");
+    assert!(!run(b"segment two"), "other bytes under an archived name are refused");
+    assert_eq!(std::fs::read(format!("{archive}/{name}")).unwrap(), b"segment one");
+    let leftovers: Vec<_> = std::fs::read_dir(archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_owned())
+        .filter(|f| f.starts_with('.') || f.starts_with("0000000A"))
+        .collect();
+    assert_eq!(leftovers, [name], "temporary files left in the archive");
+    std::fs::remove_file(format!("{archive}/{name}")).unwrap();
+}
+
 /// Files of a directory (name -> bytes).
 fn files(dir: &str) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -283,6 +310,7 @@ async fn pitr_restores_exactly_the_rows_of_a_time_and_of_an_lsn() {
     let db = pg.superuser().await;
     let mode: String = db.query_one("SHOW archive_mode", &[]).await.unwrap().get(0);
     assert_eq!(mode, "on");
+    archive_command_never_overwrites(&db, &work, &archive).await;
 
     // Phase 0, before the base backup: a server (it migrates), tenant A
     // through the API, a demo tenant in every table.
