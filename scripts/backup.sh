@@ -118,6 +118,9 @@ if [[ -z $PG_BIN ]]; then
     fi
 fi
 
+PSQL="$PG_BIN/psql"
+[[ -x $PSQL ]] || PSQL=psql
+
 need() { # need VAR_VALUE OPTION
     [[ -n $1 ]] || die "$CMD needs $2"
 }
@@ -140,7 +143,7 @@ give_dir() {
 }
 
 q() { # q URL SQL : one value
-    psql "$1" -X -q -At -v ON_ERROR_STOP=1 -c "$2"
+    "$PSQL" "$1" -X -q -At -v ON_ERROR_STOP=1 -c "$2"
 }
 
 # A path that goes into a shell command or a psql string: no quotes.
@@ -194,7 +197,7 @@ cmd_archive_setup() {
     local mode level
     mode=$(q "$URL" "SHOW archive_mode")
     level=$(q "$URL" "SHOW wal_level")
-    psql "$URL" -X -q -v ON_ERROR_STOP=1 -v ac="$ac" >/dev/null <<'SQL'
+    "$PSQL" "$URL" -X -q -v ON_ERROR_STOP=1 -v ac="$ac" >/dev/null <<'SQL'
 ALTER SYSTEM SET archive_mode = 'on';
 ALTER SYSTEM SET archive_command = :'ac';
 SELECT pg_reload_conf();
@@ -264,7 +267,7 @@ cmd_base() {
     "$PG_BIN/pg_basebackup" -d "$URL" -D "$target" -F "${FORMAT:0:1}" -X stream -c fast -w \
         -l "$LABEL" --manifest-checksums=SHA256
     t_end=$(date -u +%s)
-    psql "$URL" -X -q -At -v ON_ERROR_STOP=1 -f "$SQL_DIR/server_settings.sql" >"$tmp/server.conf"
+    "$PSQL" "$URL" -X -q -At -v ON_ERROR_STOP=1 -f "$SQL_DIR/server_settings.sql" >"$tmp/server.conf"
     local label_text manifest
     if [[ $FORMAT == tar ]]; then
         label_text=$(tar -xOf "$tmp/base.tar" backup_label)
@@ -278,7 +281,8 @@ cmd_base() {
     start_wal=$(sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]*\)).*/\1/p' <<<"$label_text")
     timeline=$(sed -n 's/^START TIMELINE: //p' <<<"$label_text")
     start_time=$(sed -n 's/^START TIME: //p' <<<"$label_text")
-    end_lsn=$(jq -r '."WAL-Ranges"[-1]."End-LSN"' "$manifest")
+    # The manifest's last WAL range: { "Timeline": 1, "Start-LSN": "0/3000028", "End-LSN": "0/3000100" }
+    end_lsn=$(grep -o '"End-LSN": *"[0-9A-F/]*"' "$manifest" | tail -n1 | sed 's/.*"\([0-9A-F/]*\)"$/\1/')
     [[ -n $start_wal && -n $end_lsn ]] || die "cannot read the backup's WAL range (backup_label/backup_manifest)"
     local secs size
     secs=$(fmt_dur "$t0")
@@ -517,7 +521,7 @@ cmd_prune() {
 # Tenant export / import
 
 tenant_psql() { # psql against URL with the tenant scope set (FORCE RLS for a non-bypassing owner)
-    PGOPTIONS="${PGOPTIONS:-} -c app.tenant_id=$TENANT" psql "$URL" -X -q -v ON_ERROR_STOP=1 "$@"
+    PGOPTIONS="${PGOPTIONS:-} -c app.tenant_id=$TENANT" "$PSQL" "$URL" -X -q -v ON_ERROR_STOP=1 "$@"
 }
 
 schema_versions() {
@@ -525,7 +529,7 @@ schema_versions() {
 }
 
 tenant_tables() { # name \t level \t cols \t order_by, in import order
-    psql "$URL" -X -q -At -F $'\t' -v ON_ERROR_STOP=1 -f "$SQL_DIR/tenant_tables.sql"
+    "$PSQL" "$URL" -X -q -At -F $'\t' -v ON_ERROR_STOP=1 -f "$SQL_DIR/tenant_tables.sql"
 }
 
 check_tenant() {
@@ -542,7 +546,7 @@ cmd_tenant_export() {
     plain_path "$OUT" --out
     empty_or_new_dir "$OUT"
     local unreachable
-    unreachable=$(psql "$URL" -X -q -At -v ON_ERROR_STOP=1 -f "$SQL_DIR/tenant_unreachable.sql")
+    unreachable=$("$PSQL" "$URL" -X -q -At -v ON_ERROR_STOP=1 -f "$SQL_DIR/tenant_unreachable.sql")
     [[ -z $unreachable ]] || die "tables without tenant_id reference tenant tables (their rows would be left behind): $unreachable"
     local versions
     versions=$(schema_versions)

@@ -494,6 +494,11 @@ async fn a_tenant_moves_between_clusters_byte_for_byte() {
     let nonempty = tables.iter().filter(|t| t[4] != "0").count();
     assert!(nonempty >= 12, "most tables hold rows of A: {manifest}");
     let total: usize = tables.iter().map(|t| t[4].parse::<usize>().unwrap()).sum();
+    // As the owner role (row-level security applies; the script scopes the
+    // session to the tenant): the same export.
+    let as_owner = work.path("a-owner");
+    backup_ok(&["tenant-export", "--url", &src.url(), "--tenant", &a.to_string(), "--out", &as_owner]);
+    assert_eq!(files(&as_owner), exported, "the owner's export differs from the superuser's");
 
     // A broken import (the last table's rows name another tenant) fails
     // inside the one transaction: nothing of A is left in the target.
