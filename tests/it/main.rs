@@ -2,6 +2,7 @@
 //! its own server on port 0 and uses fresh tenants, so tests run in parallel.
 
 mod analytics;
+mod backup;
 mod cache;
 mod common;
 mod companies;

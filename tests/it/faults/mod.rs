@@ -118,6 +118,12 @@ impl PrivatePg {
         self.dir.join("data")
     }
 
+    /// The cluster's data directory (owned by `postgres`), for tools that
+    /// work on it (tests/it/backup.rs: archive set-up and restart).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
     fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
         pg_ctl(&self.dir, args)
     }
