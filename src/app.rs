@@ -133,6 +133,7 @@ async fn warn_if_search_operators_are_not_indexable(store: &Store) {
         timeout: Duration::from_secs(5),
         deadline: None,
         rpc: None,
+        lsn: None,
     };
     let check = async {
         let tx = store.begin_read(&scope).await?;
@@ -217,6 +218,34 @@ async fn cache_health(cache: Option<Arc<RedisCache>>, reporter: HealthReporter) 
     }
 }
 
+/// The health name of the read replica: SERVING while reads may go there
+/// (it answers its checks and lags by at most --replica-max-lag-ms),
+/// NOT_SERVING otherwise (reads go to the primary then, so the server's own
+/// health does not change), SERVICE_UNKNOWN without --replica-url.
+pub const REPLICA_HEALTH: &str = "replica";
+
+async fn replica_health(store: Store, reporter: HealthReporter) {
+    let mut last = None;
+    loop {
+        let Some(status) = store.replica_status() else { return };
+        if last != Some(status.usable) {
+            if status.usable {
+                tracing::info!(lag_ms = status.lag.as_millis() as u64, "read replica usable: SERVING");
+            } else {
+                tracing::warn!(
+                    up = status.up,
+                    lag_ms = status.lag.as_millis() as u64,
+                    "read replica not usable (down or lagging): NOT_SERVING; reads go to the primary"
+                );
+            }
+            let s = if status.usable { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status(REPLICA_HEALTH, s).await;
+            last = Some(status.usable);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Binds, starts background tasks and serves until `shutdown`.
 pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let mode = auth_mode(&args)?;
@@ -248,6 +277,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let (schema_ready, mut schema_ready_rx) = tokio::sync::watch::channel(false);
     let health_task = tokio::spawn(health_loop(store.clone(), args.clone(), reporter.clone(), schema_ready));
     let cache_health_task = tokio::spawn(cache_health(cache.clone(), reporter.clone()));
+    let replica_watch =
+        store.watch_replica(Duration::from_millis(args.db.connect_timeout_ms)).map(tokio::spawn);
+    let replica_health_task = tokio::spawn(replica_health(store.clone(), reporter.clone()));
     let purge_store = store.clone();
     let purge_task = tokio::spawn(async move {
         if schema_ready_rx.wait_for(|ready| *ready).await.is_err() {
@@ -380,6 +412,10 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         // The serve branch may finish first: stop the background tasks either way.
         health_task.abort();
         cache_health_task.abort();
+        replica_health_task.abort();
+        if let Some(t) = &replica_watch {
+            t.abort();
+        }
         purge_task.abort();
         metrics_task.abort();
         store.close();

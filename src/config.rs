@@ -160,9 +160,17 @@ pub struct DbArgs {
     /// to --database-url.
     #[arg(long, env = "MIGRATION_DATABASE_URL", hide_env_values = true)]
     pub migration_database_url: Option<DbUrl>,
-    /// Read replica URL; reads go to the primary when unset.
+    /// Read replica URL (a streaming replica of the primary). Reads (Get,
+    /// List, Search, Export, analytics) go there while it answers, lags by
+    /// at most --replica-max-lag-ms and has replayed the caller's own
+    /// writes; everything else goes to the primary. Reads go to the primary
+    /// when unset.
     #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true)]
     pub replica_url: Option<DbUrl>,
+    /// Replication lag beyond which reads leave the replica for the
+    /// primary (measured on WAL positions every 100 ms).
+    #[arg(long, env = "DATABASE_REPLICA_MAX_LAG_MS", default_value_t = 1000)]
+    pub replica_max_lag_ms: u64,
     /// Connections per pool; default 2 x cores + 1, at least 8.
     #[arg(long, env = "DATABASE_POOL_SIZE")]
     pub pool_size: Option<usize>,

@@ -861,6 +861,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Error> {
         timeout: Duration::from_secs(60),
         deadline: None,
         rpc: None,
+        lsn: None,
     };
     let s = load(&svc, &scope, args.jobs).await;
     store.close();

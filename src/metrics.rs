@@ -18,7 +18,8 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -147,6 +148,9 @@ struct PoolCollector {
     max: IntGaugeVec,
     available: IntGaugeVec,
     waiting: IntGaugeVec,
+    replica_up: IntGauge,
+    replica_usable: IntGauge,
+    replica_lag: Gauge,
 }
 
 impl PoolCollector {
@@ -160,13 +164,35 @@ impl PoolCollector {
             max: gauge("bi_data_db_pool_max_connections", "Largest allowed pool size."),
             available: gauge("bi_data_db_pool_available", "Idle connections ready for use."),
             waiting: gauge("bi_data_db_pool_waiting", "Calls waiting for a connection."),
+            replica_up: IntGauge::new(
+                "bi_data_db_replica_up",
+                "1 while the read replica answers its checks (absent without --replica-url).",
+            )
+            .expect("valid metric"),
+            replica_usable: IntGauge::new(
+                "bi_data_db_replica_usable",
+                "1 while reads may go to the replica: up and within --replica-max-lag-ms.",
+            )
+            .expect("valid metric"),
+            replica_lag: Gauge::new(
+                "bi_data_db_replica_lag_seconds",
+                "Replication lag at the last check (time since the primary passed the replay position).",
+            )
+            .expect("valid metric"),
         }
     }
 }
 
 impl Collector for PoolCollector {
     fn desc(&self) -> Vec<&Desc> {
-        [&self.size, &self.max, &self.available, &self.waiting].into_iter().flat_map(|g| g.desc()).collect()
+        let mut all: Vec<&Desc> = [&self.size, &self.max, &self.available, &self.waiting]
+            .into_iter()
+            .flat_map(|g| g.desc())
+            .collect();
+        all.extend(self.replica_up.desc());
+        all.extend(self.replica_usable.desc());
+        all.extend(self.replica_lag.desc());
+        all
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
@@ -177,10 +203,19 @@ impl Collector for PoolCollector {
             self.available.with_label_values(&[pool]).set(as_i64(s.available));
             self.waiting.with_label_values(&[pool]).set(as_i64(s.waiting));
         }
-        [&self.size, &self.max, &self.available, &self.waiting]
+        let mut all: Vec<MetricFamily> = [&self.size, &self.max, &self.available, &self.waiting]
             .into_iter()
             .flat_map(|g| g.collect())
-            .collect()
+            .collect();
+        if let Some(r) = self.store.replica_status() {
+            self.replica_up.set(i64::from(r.up));
+            self.replica_usable.set(i64::from(r.usable));
+            self.replica_lag.set(r.lag.as_secs_f64());
+            all.extend(self.replica_up.collect());
+            all.extend(self.replica_usable.collect());
+            all.extend(self.replica_lag.collect());
+        }
+        all
     }
 }
 

@@ -1,12 +1,25 @@
 //! Per-call context: the authenticated caller, the deadline, request and
 //! trace ids and the method's name, turned into a store [`Scope`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Status};
 
 use super::middleware::rpc::RpcName;
-use crate::{auth::AuthContext, store::Scope, store::Store};
+use crate::{
+    auth::AuthContext,
+    store::{
+        Scope, Store,
+        replica::{CallLsn, Lsn},
+    },
+};
+
+/// Request header: the WAL position (`16/B374D848`) the call's reads must
+/// see, typically an `x-bi-commit-lsn` a write answered with.
+pub const MIN_LSN_HEADER: &str = "x-bi-min-lsn";
+/// Response header of a call that committed a write (with a replica
+/// configured): the WAL position of its commit.
+pub const COMMIT_LSN_HEADER: &str = "x-bi-commit-lsn";
 
 /// Parses a `grpc-timeout` header value (`100m`, `5S`, `1H`...).
 pub fn grpc_timeout(v: &str) -> Option<Duration> {
@@ -45,6 +58,15 @@ pub fn scope<T>(store: &Store, req: &Request<T>, request_id: &str) -> Result<(Sc
     let md = req.metadata();
     let header = |k: &str| md.get(k).and_then(|v| v.to_str().ok());
     let deadline = header("grpc-timeout").and_then(grpc_timeout);
+    // The RPC layer put the call's positions there (and answers the commit
+    // position); a scope built outside it gets its own.
+    let lsn = req.extensions().get::<Arc<CallLsn>>().cloned().unwrap_or_default();
+    if let Some(v) = md.get(MIN_LSN_HEADER) {
+        let min = v.to_str().ok().and_then(Lsn::parse).ok_or_else(|| {
+            Status::invalid_argument(format!("{MIN_LSN_HEADER} must be a WAL position such as 16/B374D848"))
+        })?;
+        lsn.require(min);
+    }
     let request_id = if request_id.is_empty() {
         header("x-request-id").filter(|s| s.len() <= 64).map(str::to_owned)
     } else {
@@ -63,6 +85,7 @@ pub fn scope<T>(store: &Store, req: &Request<T>, request_id: &str) -> Result<(Sc
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
         // Put there by the RPC layer, which resolved the path once.
         rpc: req.extensions().get::<RpcName>().map(|n| n.0.clone()),
+        lsn: Some(lsn),
     };
     Ok((scope, auth))
 }

@@ -28,6 +28,7 @@ use crate::{
     store::{
         Scope,
         analytics::{self as sql, Group, ReportCursor, TrendQuery},
+        replica::for_shared_cache,
         stats::ShapeStats,
     },
 };
@@ -168,7 +169,8 @@ impl Service {
             None => compute.await,
             Some(c) => {
                 let key = format!("analytics\n{}\n{key}", scope.tenant);
-                let bytes = c.query(scope, deps, key, Box::pin(async { encode(&compute.await?) })).await?;
+                let compute = for_shared_cache(async { encode(&compute.await?) });
+                let bytes = c.query(scope, deps, key, Box::pin(compute)).await?;
                 decode(&bytes)
             }
         }

@@ -23,6 +23,7 @@ use crate::{
     store::{
         Scope,
         records::{self, ListQuery, View},
+        replica::for_shared_cache,
     },
 };
 
@@ -97,8 +98,9 @@ impl Service {
             Some(Cached::Miss(t)) => t,
             None => Ticket::NONE,
         };
-        let rec =
-            records::read_one(&self.store, scope, res, id, view).await?.ok_or_else(|| not_found(res, id))?;
+        let rec = for_shared_cache(records::read_one(&self.store, scope, res, id, view))
+            .await?
+            .ok_or_else(|| not_found(res, id))?;
         if ticket != Ticket::NONE {
             c.fill(scope, res, &[(ticket, &rec)]).await;
         }
@@ -142,7 +144,12 @@ impl Service {
         let mut missing: Vec<Uuid> = parsed.iter().copied().filter(|id| !by_id.contains_key(id)).collect();
         missing.dedup();
         if !missing.is_empty() {
-            let read = records::read_many(&self.store, scope, res, &missing, view).await?;
+            let read = match cache {
+                Some(_) => {
+                    for_shared_cache(records::read_many(&self.store, scope, res, &missing, view)).await?
+                }
+                None => records::read_many(&self.store, scope, res, &missing, view).await?,
+            };
             if let Some(c) = cache {
                 let fills: Vec<(Ticket, &Record)> = read
                     .iter()
@@ -247,7 +254,8 @@ impl Service {
             Some(c) => {
                 let key =
                     format!("list\n{binding}\n{}\n{limit}\n{}\n{:?}", args.page_token, args.count, args.view);
-                let compute = Box::pin(async { read.await.map(|p: Page| query::encode_page(&p)) });
+                let compute =
+                    Box::pin(for_shared_cache(async { read.await.map(|p: Page| query::encode_page(&p)) }));
                 let bytes = c.query(scope, &[res], key, compute).await?;
                 query::decode_page(res, &bytes)
             }

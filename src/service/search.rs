@@ -12,6 +12,7 @@ use crate::{
     error::Error,
     store::{
         Scope,
+        replica::for_shared_cache,
         search::{self, Mode, SearchQuery},
     },
 };
@@ -104,7 +105,9 @@ impl Service {
             None => run.await,
             Some(c) => {
                 let key = format!("search\n{}\n{}\n{limit}", binding(Mode::FullText), args.page_token);
-                let compute = Box::pin(async { run.await.map(|p: SearchPage| query::encode_search(&p)) });
+                let compute = Box::pin(for_shared_cache(async {
+                    run.await.map(|p: SearchPage| query::encode_search(&p))
+                }));
                 let bytes = c.query(scope, &[res], key, compute).await?;
                 query::decode_search(res, &bytes)
             }

@@ -11,6 +11,7 @@ pub mod import;
 pub mod link;
 pub mod migrate;
 pub mod records;
+pub mod replica;
 pub mod search;
 pub mod stats;
 mod value_sql;
@@ -37,7 +38,10 @@ use tokio_postgres::{
 use tracing::{Instrument, field::Empty};
 use uuid::Uuid;
 
-use self::stats::{QueryStats, StoreMetrics};
+use self::{
+    replica::{CallLsn, Lsn, Replica, ReplicaStatus, reason},
+    stats::{QueryStats, StoreMetrics},
+};
 use crate::{config::DbArgs, domain::value::Value, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
@@ -105,6 +109,10 @@ pub struct Scope {
     /// The call this work is for (`bi.data.v1.JobService/GetJob`), named in
     /// slow-query log lines; `None` outside a call (CLI, tests).
     pub rpc: Option<Arc<str>>,
+    /// The call's WAL positions: the one its reads must see
+    /// (`x-bi-min-lsn`) and the one its writes committed at
+    /// (`x-bi-commit-lsn`); `None` outside a call.
+    pub lsn: Option<Arc<CallLsn>>,
 }
 
 #[derive(Debug)]
@@ -122,7 +130,7 @@ struct Settings {
 #[derive(Clone)]
 pub struct Store {
     primary: Pool,
-    replica: Option<Pool>,
+    replica: Option<Arc<Replica>>,
     settings: Arc<Settings>,
 }
 
@@ -172,7 +180,10 @@ impl Store {
     pub fn new(args: &DbArgs, slow_query: Duration) -> Result<Store, Error> {
         let (primary, db_name, server_address) = build_pool(&args.database_url.0, args)?;
         let replica = match &args.replica_url {
-            Some(url) => Some(build_pool(&url.0, args)?.0),
+            Some(url) => Some(Arc::new(Replica::new(
+                build_pool(&url.0, args)?.0,
+                Duration::from_millis(args.replica_max_lag_ms),
+            ))),
             None => None,
         };
         Ok(Store {
@@ -203,9 +214,46 @@ impl Store {
     pub fn pool_status(&self) -> Vec<(&'static str, deadpool_postgres::Status)> {
         let mut all = vec![("primary", self.primary.status())];
         if let Some(r) = &self.replica {
-            all.push(("replica", r.status()));
+            all.push(("replica", r.pool.status()));
         }
         all
+    }
+
+    /// What the replica watcher last saw; `None` without --replica-url.
+    pub fn replica_status(&self) -> Option<ReplicaStatus> {
+        self.replica.as_ref().map(|r| r.status())
+    }
+
+    /// The replica watcher (see [`replica`]), to spawn once per server;
+    /// `None` without a replica. Ends when the store closes.
+    pub fn watch_replica(&self, within: Duration) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let r = self.replica.clone()?;
+        Some(replica::watch(r, self.primary.clone(), within))
+    }
+
+    /// Where a read of `scope` goes: the replica when it may serve it, else
+    /// the primary; counted by reason.
+    fn read_pool(&self, scope: &Scope) -> (&Pool, Option<&Replica>) {
+        let (pool, replica, why) = match &self.replica {
+            None => (&self.primary, None, reason::NO_REPLICA),
+            Some(r) => {
+                let min = scope.lsn.as_ref().map_or(Lsn(0), |c| c.min());
+                match r.route(scope.tenant, min) {
+                    Ok(()) => (&r.pool, Some(&**r), reason::REPLICA),
+                    Err(why) => (&self.primary, None, why),
+                }
+            }
+        };
+        let name = if replica.is_some() { "replica" } else { "primary" };
+        self.settings.metrics.reads.with_label_values(&[name, why]).inc();
+        (pool, replica)
+    }
+
+    /// A read on the replica failed for want of it: mark it down, count the
+    /// retry on the primary.
+    fn replica_failed(&self, replica: &Replica) {
+        replica.mark_down();
+        self.settings.metrics.reads.with_label_values(&["primary", reason::FAILED]).inc();
     }
 
     /// The statement timeout for a call with this remaining deadline.
@@ -224,13 +272,30 @@ impl Store {
     }
 
     /// Opens a transaction on the primary for a tenant.
+    /// With a replica, its commit records the WAL position the tenant's
+    /// (and the call's) later reads must see.
     pub async fn begin(&self, scope: &Scope) -> Result<Tx, Error> {
-        self.begin_on(&self.primary, scope, false).await
+        let mut tx = self.begin_on(&self.primary, scope, false).await?;
+        if let Some(r) = &self.replica {
+            tx.wrote = Some(WriteNote { replica: r.clone(), tenant: scope.tenant, call: scope.lsn.clone() });
+        }
+        Ok(tx)
     }
 
-    /// Opens a read-only transaction, on the replica when one is configured.
+    /// Opens a read-only transaction, on the replica when it may serve the
+    /// scope's reads (see [`replica`]), else on the primary. A replica that
+    /// cannot give a connection is marked down and the primary used.
     pub async fn begin_read(&self, scope: &Scope) -> Result<Tx, Error> {
-        self.begin_on(self.replica.as_ref().unwrap_or(&self.primary), scope, true).await
+        match self.read_pool(scope) {
+            (pool, Some(replica)) => match self.begin_on(pool, scope, true).await {
+                Err(Error::Unavailable(_)) => {
+                    self.replica_failed(replica);
+                    self.begin_on(&self.primary, scope, true).await
+                }
+                other => other,
+            },
+            (pool, None) => self.begin_on(pool, scope, true).await,
+        }
     }
 
     async fn checkout(&self, pool: &Pool) -> Result<Tx, Error> {
@@ -259,6 +324,7 @@ impl Store {
             open: false,
             abandoned: AtomicBool::new(false),
             rpc: None,
+            wrote: None,
         })
     }
 
@@ -273,12 +339,33 @@ impl Store {
     /// the statements and COMMIT are sent together and the answers read
     /// together. Returns each statement's rows, in order; on any failure
     /// nothing is kept (a failed transaction's COMMIT rolls back).
+    ///
+    /// On the replica when it may serve the scope (see [`replica`]); a
+    /// replica gone mid-read is marked down and the read run again on the
+    /// primary (it changed nothing).
     pub async fn read(
         &self,
         scope: &Scope,
         statements: &[(&str, &Params<'_>)],
     ) -> Result<Vec<Vec<Row>>, Error> {
-        let pool = self.replica.as_ref().unwrap_or(&self.primary);
+        match self.read_pool(scope) {
+            (pool, Some(replica)) => match self.read_on(pool, scope, statements).await {
+                Err(Error::Unavailable(_)) => {
+                    self.replica_failed(replica);
+                    self.read_on(&self.primary, scope, statements).await
+                }
+                other => other,
+            },
+            (pool, None) => self.read_on(pool, scope, statements).await,
+        }
+    }
+
+    async fn read_on(
+        &self,
+        pool: &Pool,
+        scope: &Scope,
+        statements: &[(&str, &Params<'_>)],
+    ) -> Result<Vec<Vec<Row>>, Error> {
         let mut tx = self.checkout(pool).await?;
         tx.rpc = scope.rpc.clone();
         // The scope statement touches no table: preparing it outside the
@@ -333,7 +420,7 @@ impl Store {
     pub fn close(&self) {
         self.primary.close();
         if let Some(r) = &self.replica {
-            r.close();
+            r.pool.close();
         }
     }
 }
@@ -365,6 +452,15 @@ pub struct Tx {
     abandoned: AtomicBool,
     /// The scope's call name, for slow-query log lines.
     rpc: Option<Arc<str>>,
+    /// A write transaction with a replica: whom its commit position is for.
+    wrote: Option<WriteNote>,
+}
+
+/// Whose reads must wait for a write transaction's commit.
+struct WriteNote {
+    replica: Arc<Replica>,
+    tenant: Uuid,
+    call: Option<Arc<CallLsn>>,
 }
 
 impl Tx {
@@ -536,8 +632,30 @@ impl Tx {
     }
 
     pub async fn commit(mut self) -> Result<(), Error> {
-        self.client().batch_execute("COMMIT").await.map_err(db_error)?;
+        let Some(note) = self.wrote.take() else {
+            self.client().batch_execute("COMMIT").await.map_err(db_error)?;
+            self.open = false;
+            return Ok(());
+        };
+        // COMMIT and the WAL position after its commit record, in one
+        // round trip.
+        let answers = self.client().simple_query(replica::COMMIT_AND_LSN).await.map_err(db_error)?;
         self.open = false;
+        let lsn = answers.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse::<u64>().ok()),
+            _ => None,
+        });
+        match lsn {
+            Some(lsn) => {
+                note.replica.wrote(note.tenant, Lsn(lsn));
+                if let Some(call) = &note.call {
+                    call.committed(Lsn(lsn));
+                }
+            }
+            None => {
+                tracing::warn!("no WAL position after COMMIT; the caller's reads may see an older replica")
+            }
+        }
         Ok(())
     }
 }

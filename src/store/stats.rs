@@ -197,6 +197,8 @@ pub struct StoreMetrics {
     pub statement_duration: HistogramVec,
     pub slow_statements: IntCounterVec,
     pub pool_wait: HistogramVec,
+    /// Reads by the pool that served them and why (`store::replica::reason`).
+    pub reads: IntCounterVec,
 }
 
 impl Default for StoreMetrics {
@@ -227,7 +229,15 @@ impl Default for StoreMetrics {
             &["pool"],
         )
         .expect("valid metric");
-        StoreMetrics { statement_duration, slow_statements, pool_wait }
+        let reads = IntCounterVec::new(
+            Opts::new(
+                "bi_data_db_reads_total",
+                "Read transactions by the pool that served them (primary, replica) and why.",
+            ),
+            &["pool", "reason"],
+        )
+        .expect("valid metric");
+        StoreMetrics { statement_duration, slow_statements, pool_wait, reads }
     }
 }
 
@@ -237,6 +247,7 @@ impl StoreMetrics {
             Box::new(self.statement_duration.clone()),
             Box::new(self.slow_statements.clone()),
             Box::new(self.pool_wait.clone()),
+            Box::new(self.reads.clone()),
         ]
     }
 }

@@ -30,6 +30,7 @@ async fn demo_data_is_consistent_and_has_what_the_readme_uses() {
         timeout: Duration::from_secs(60),
         deadline: None,
         rpc: None,
+        lsn: None,
     };
     let jobs = 300;
     let s = demo::load(&svc, &scope, jobs).await.expect("demo data loads");

@@ -22,6 +22,7 @@ mod pipeline;
 mod python_client;
 mod python_lifecycle;
 mod readme;
+mod replica;
 mod scale;
 mod service;
 mod tenancy_auth;

@@ -399,6 +399,7 @@ async fn a_statement_abandoned_mid_flight_stops_on_the_server() {
         timeout: Duration::from_secs(60),
         deadline: None,
         rpc: None,
+        lsn: None,
     };
     let tx = store.begin_read(&scope).await.expect("begin");
     // A statement text no other test runs.

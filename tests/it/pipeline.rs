@@ -23,6 +23,7 @@ fn scope(tenant: Uuid) -> Scope {
         timeout: Duration::from_secs(5),
         deadline: None,
         rpc: None,
+        lsn: None,
     }
 }
 

@@ -29,6 +29,7 @@ async fn every_readme_walkthrough_example_runs_and_matches_its_output() {
         timeout: Duration::from_secs(120),
         deadline: None,
         rpc: None,
+        lsn: None,
     };
     demo::load(&Service::new(store.clone()), &scope, 1000).await.expect("demo data loads");
     store.close();

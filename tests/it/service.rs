@@ -48,6 +48,7 @@ pub(crate) fn scope() -> Scope {
         timeout: Duration::from_secs(10),
         deadline: None,
         rpc: None,
+        lsn: None,
     }
 }
 

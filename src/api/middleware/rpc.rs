@@ -31,7 +31,9 @@ use prost::Message;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{auth::AuthContext, metrics::RpcMetrics};
+use crate::{
+    api::context::COMMIT_LSN_HEADER, auth::AuthContext, metrics::RpcMetrics, store::replica::CallLsn,
+};
 
 /// A method's names, resolved once at start from the descriptor sets.
 #[derive(Debug)]
@@ -279,13 +281,23 @@ where
             done: false,
         };
         req.extensions_mut().insert(RpcName(info.full.clone()));
+        // The call's WAL positions: the handler's writes record their commit
+        // position here, answered in `x-bi-commit-lsn` (unary calls: the
+        // handler is done when the response head is ready).
+        let lsn = Arc::new(CallLsn::default());
+        req.extensions_mut().insert(lsn.clone());
         // Inner layers (auth, RecordCaller) run inside the span.
         let fut = span.in_scope(|| self.inner.call(req));
         Box::pin(async move {
             match fut.instrument(span).await {
                 Ok(res) => {
                     call.code = grpc_status(res.headers());
-                    let (parts, body) = res.into_parts();
+                    let (mut parts, body) = res.into_parts();
+                    if let Some(commit) = lsn.commit()
+                        && let Ok(v) = http::HeaderValue::from_str(&commit.to_string())
+                    {
+                        parts.headers.insert(COMMIT_LSN_HEADER, v);
+                    }
                     let span = call.span.clone();
                     let body = tonic::body::Body::new(CallBody { inner: body, call, span });
                     Ok(http::Response::from_parts(parts, body))

@@ -207,9 +207,65 @@ impl PrivatePg {
         self.start_again().await;
     }
 
-    async fn start_again(&self) {
+    /// Starts the stopped cluster again; returns when it accepts connections.
+    pub async fn start_again(&self) {
         let (dir, port) = (self.dir.clone(), self.port);
         tokio::task::spawn_blocking(move || pg_start(&dir, port)).await.unwrap();
+    }
+
+    /// A streaming replica of this cluster (`pg_basebackup -R`: it follows
+    /// the primary over replication), in a folder of its own, on its own
+    /// port; returns when it accepts connections (hot standby).
+    pub async fn replica(&self) -> PrivatePg {
+        let primary = self.port.to_string();
+        tokio::task::spawn_blocking(move || {
+            let dir = std::env::temp_dir().join(format!("bi-data-pg-{}", Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            assert!(
+                Command::new("chown")
+                    .args(["postgres:postgres", dir.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let data = dir.join("data");
+            let out = as_postgres(
+                &format!("{PG_BIN}/pg_basebackup"),
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--checkpoint",
+                    "fast",
+                    "--no-sync",
+                ],
+            );
+            assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+            let pg = PrivatePg { dir, port: free_port() };
+            pg.pg_ctl_start();
+            pg
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Stops the cluster at once (`pg_ctl stop -m immediate`).
+    pub async fn stop_immediate(&self) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = pg_ctl(&dir, &["-m", "immediate", "-w", "stop"]);
+            assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
+        })
+        .await
+        .unwrap();
     }
 
     /// The cluster's own log (statements that failed are logged as ERROR).
