@@ -16,6 +16,7 @@ mod listing;
 mod observability;
 mod ops;
 mod otlp;
+mod partitions;
 mod pipeline;
 mod python_client;
 mod python_lifecycle;
