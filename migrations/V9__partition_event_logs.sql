@@ -15,8 +15,10 @@
 -- yet (an event dated long ago), so an insert never fails for lack of one;
 -- bi_partition_month moves such rows into their month's partition when it
 -- creates it. Partitions carry no policies: they get no grants (the app
--- role cannot name them) and RLS enabled (deny-all for anyone but their
--- owner); access goes through the parent, whose policy applies.
+-- role cannot name them) and RLS enabled and forced with no policy
+-- (deny-all but for superusers); access goes through the parent, whose
+-- policy applies. The functions lift FORCE only inside their transaction,
+-- on the partition whose rows they move or count.
 --
 -- The service keeps partitions ahead and applies retention with the
 -- functions below (store::partitions, docs/partitions.md).
@@ -50,13 +52,20 @@ BEGIN
     EXECUTE format('CREATE TABLE %I (LIKE %s INCLUDING DEFAULTS INCLUDING COMPRESSION INCLUDING STORAGE)',
                    part, parent);
     EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', part);
+    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', part);
     SELECT c.relname INTO def
       FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partdefid
      WHERE p.partrelid = parent;
     IF def IS NOT NULL THEN
+        -- The owner sees the rows only while RLS is not forced on them (the
+        -- ATTACH below locks the default partition exclusively anyway).
+        EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', def);
+        EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', part);
         EXECUTE format('WITH moved AS (DELETE FROM %I WHERE %I >= $1 AND %I < $2 RETURNING *) '
                        'INSERT INTO %I SELECT * FROM moved', def, key, key, part)
             USING lo, hi;
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', part);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', def);
     END IF;
     EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', parent, part, lo, hi);
     RETURN part;
@@ -74,6 +83,7 @@ DECLARE
     def text;
     key text;
     m timestamptz;
+    months timestamptz[];
     made text;
     now_month timestamptz := date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
 BEGIN
@@ -85,9 +95,12 @@ BEGIN
       JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
      WHERE p.partrelid = parent;
     IF def IS NOT NULL THEN
-        FOR m IN EXECUTE format('SELECT DISTINCT date_trunc(''month'', %I AT TIME ZONE ''UTC'') '
-                                'AT TIME ZONE ''UTC'' FROM %I ORDER BY 1', key, def)
-        LOOP
+        -- Read first (no cursor stays open on it while it is altered below).
+        EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', def);
+        EXECUTE format('SELECT array_agg(DISTINCT date_trunc(''month'', %I AT TIME ZONE ''UTC'') '
+                       'AT TIME ZONE ''UTC'') FROM %I', key, def) INTO months;
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', def);
+        FOREACH m IN ARRAY coalesce(months, '{}') LOOP
             made := bi_partition_month(parent, m);
             IF made IS NOT NULL THEN
                 RETURN NEXT made;
@@ -132,6 +145,7 @@ BEGIN
         partition := r.name;
         range_from := r.lo;
         range_to := r.hi;
+        EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', r.name); -- to count its rows
         EXECUTE format('SELECT count(*) FROM %I', r.name) INTO row_count;
         EXECUTE format('ALTER TABLE %s DETACH PARTITION %I', parent, r.name);
         EXECUTE format('DROP TABLE %I', r.name);
@@ -163,6 +177,7 @@ CREATE INDEX audit_events_time_idx   ON audit_events (tenant_id, event_time, id)
 CREATE INDEX audit_events_entity_idx ON audit_events (tenant_id, entity, entity_id, event_time);
 CREATE TABLE audit_events_default PARTITION OF audit_events DEFAULT;
 ALTER TABLE audit_events_default ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_events_default FORCE ROW LEVEL SECURITY;
 
 SELECT bi_partition_month('audit_events', m)
   FROM (SELECT DISTINCT date_trunc('month', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS m
@@ -202,6 +217,7 @@ CREATE INDEX campaign_events_time_idx ON campaign_events (tenant_id, event_time,
 CREATE INDEX campaign_events_create_time_idx ON campaign_events (tenant_id, create_time, id);
 CREATE TABLE campaign_events_default PARTITION OF campaign_events DEFAULT;
 ALTER TABLE campaign_events_default ENABLE ROW LEVEL SECURITY;
+ALTER TABLE campaign_events_default FORCE ROW LEVEL SECURITY;
 
 SELECT bi_partition_month('campaign_events', m)
   FROM (SELECT DISTINCT date_trunc('month', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS m

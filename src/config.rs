@@ -215,8 +215,9 @@ pub struct ServeArgs {
     pub redis_url: Option<Secret>,
     #[command(flatten)]
     pub cache: CacheArgs,
+    // Boxed: keeps `Command::Serve` within clippy's enum variant size bound.
     #[command(flatten)]
-    pub partitions: PartitionArgs,
+    pub partitions: Box<PartitionArgs>,
     /// Accept an `x-tenant-id` header instead of a token (loopback only).
     #[arg(long, env = "INSECURE_DEV")]
     pub insecure_dev: bool,

@@ -144,7 +144,10 @@ async fn partitions_migration_moves_existing_rows_in_place() {
         assert_eq!(misplaced(&db, table).await, 0, "{table}: every row in its month's partition");
         let parts = partitions_of(&db, table).await;
         for m in 0..=3 {
-            assert!(parts.contains(&partition_name(table, month_start(m))), "{table}: month +{m} in {parts:?}");
+            assert!(
+                parts.contains(&partition_name(table, month_start(m))),
+                "{table}: month +{m} in {parts:?}"
+            );
         }
         assert!(parts.contains(&format!("{table}_default")), "{parts:?}");
     }
@@ -174,7 +177,11 @@ async fn partitions_migration_moves_existing_rows_in_place() {
         .expect("events")
         .into_inner()
         .events;
-    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2], "the campaign's events, in order");
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2],
+        "the campaign's events, in order"
+    );
     app.stop().await;
 }
 
@@ -217,19 +224,19 @@ async fn partitions_maintenance_creates_ahead_once_when_run_twice_at_once() {
     // carry the parent's indexes; a row of a month without a partition goes
     // to the default one and moves out when its month's partition is made.
     let p = partition_name("audit_events", month_start(8));
-    let (rls, acl): (bool, Option<String>) = {
+    let (rls, forced, acl): (bool, bool, Option<String>) = {
         let r = db
-            .query_one("SELECT relrowsecurity, relacl::text FROM pg_class WHERE relname = $1", &[&p])
+            .query_one(
+                "SELECT relrowsecurity, relforcerowsecurity, relacl::text FROM pg_class WHERE relname = $1",
+                &[&p],
+            )
             .await
             .unwrap();
-        (r.get(0), r.get(1))
+        (r.get(0), r.get(1), r.get(2))
     };
-    assert!(rls && acl.is_none(), "{p}: RLS on, no grants ({acl:?})");
-    let indexes: i64 = db
-        .query_one("SELECT count(*) FROM pg_indexes WHERE tablename = $1", &[&p])
-        .await
-        .unwrap()
-        .get(0);
+    assert!(rls && forced && acl.is_none(), "{p}: RLS on and forced, no grants ({acl:?})");
+    let indexes: i64 =
+        db.query_one("SELECT count(*) FROM pg_indexes WHERE tablename = $1", &[&p]).await.unwrap().get(0);
     assert_eq!(indexes, 3, "{p}: primary key and both indexes");
     let far = month_start(20);
     let tenant = Uuid::new_v4();
@@ -309,7 +316,10 @@ async fn partitions_retention_drops_old_months_and_audits_the_drop() {
     assert_eq!(audit.len(), 1);
     let before: serde_json::Value = audit[0].get(3);
     assert_eq!(audit[0].get::<_, String>(0), partitions::RETENTION_ACTOR);
-    assert_eq!((audit[0].get::<_, String>(1), audit[0].get::<_, String>(2)), ("partition".into(), "DELETE".into()));
+    assert_eq!(
+        (audit[0].get::<_, String>(1), audit[0].get::<_, String>(2)),
+        ("partition".into(), "DELETE".into())
+    );
     assert_eq!(before["partition"], gone.as_str());
     assert_eq!(before["table"], "audit_events");
     assert_eq!(before["rows"], 3);
@@ -369,7 +379,10 @@ async fn partitions_time_ranges_prune_the_audit_listing_and_the_funnel() {
     let t = Tenant::new();
     let job = app
         .jobs()
-        .create_job(authed(&t.writer, pb::CreateJobRequest { job: Some(job("Pruned")), ..Default::default() }))
+        .create_job(authed(
+            &t.writer,
+            pb::CreateJobRequest { job: Some(job("Pruned")), ..Default::default() },
+        ))
         .await
         .expect("create")
         .into_inner();
@@ -400,7 +413,11 @@ async fn partitions_time_ranges_prune_the_audit_listing_and_the_funnel() {
     app.analytics()
         .get_outreach_funnel(authed(
             &t.reader,
-            pb::GetOutreachFunnelRequest { start_time: Some(ts(from)), end_time: Some(ts(to)), filter: String::new() },
+            pb::GetOutreachFunnelRequest {
+                start_time: Some(ts(from)),
+                end_time: Some(ts(to)),
+                filter: String::new(),
+            },
         ))
         .await
         .expect("funnel");
@@ -408,8 +425,10 @@ async fn partitions_time_ranges_prune_the_audit_listing_and_the_funnel() {
 
     let log = pg.log();
     let current = partition_name("audit_events", from);
-    let others: Vec<String> =
-        (1..=3).map(|m| partition_name("audit_events", month_start(m))).chain(["audit_events_default".into()]).collect();
+    let others: Vec<String> = (1..=3)
+        .map(|m| partition_name("audit_events", month_start(m)))
+        .chain(["audit_events_default".into()])
+        .collect();
     let ranged = plans(&log, &["FROM audit_events", "event_time >="]);
     assert!(!ranged.is_empty(), "the ranged listing's plan is logged:\n{log}");
     for p in &ranged {
@@ -460,7 +479,10 @@ async fn partitions_keep_tenants_apart_through_the_parent() {
         db.batch_execute("COMMIT").await.unwrap();
     }
     app.jobs()
-        .create_job(authed(&a.writer, pb::CreateJobRequest { job: Some(job("Tenant a")), ..Default::default() }))
+        .create_job(authed(
+            &a.writer,
+            pb::CreateJobRequest { job: Some(job("Tenant a")), ..Default::default() },
+        ))
         .await
         .expect("create");
     let list = |t: &Tenant| {
@@ -470,7 +492,10 @@ async fn partitions_keep_tenants_apart_through_the_parent() {
         async move {
             c.list_audit_events(authed(
                 &token,
-                pb::ListAuditEventsRequest { filter: format!("event_time >= \"{from}\""), ..Default::default() },
+                pb::ListAuditEventsRequest {
+                    filter: format!("event_time >= \"{from}\""),
+                    ..Default::default()
+                },
             ))
             .await
             .expect("list")
