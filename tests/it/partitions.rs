@@ -456,6 +456,33 @@ async fn partitions_time_ranges_prune_the_audit_listing_and_the_funnel() {
         }
         assert!(!p.contains("campaign_events_default"), "{p}");
     }
+
+    // Generic plans (what a prepared statement may switch to after five
+    // runs) prune when execution starts: the same listing, on a server whose
+    // sessions always plan generically.
+    let superuser = pg.superuser().await;
+    superuser.batch_execute("ALTER DATABASE bi_data SET plan_cache_mode = force_generic_plan").await.unwrap();
+    let seen = log.len();
+    let app = TestApp::spawn_on(&pg.url(), &[]).await;
+    let listed = app
+        .audit()
+        .list_audit_events(authed(&t.admin, pb::ListAuditEventsRequest { filter, ..Default::default() }))
+        .await
+        .expect("list")
+        .into_inner()
+        .audit_events;
+    assert_eq!(listed.len(), 1);
+    app.stop().await;
+    let log = pg.log();
+    let generic = plans(&log[seen..], &["FROM audit_events", "event_time >="]);
+    assert!(!generic.is_empty(), "the generic plan is logged");
+    for p in &generic {
+        assert!(p.contains("Subplans Removed"), "pruned at execution start:\n{p}");
+        assert!(p.contains(&partition_name("audit_events", from)), "{p}");
+        for o in &others {
+            assert!(!p.contains(o.as_str()), "{o} is pruned:\n{p}");
+        }
+    }
 }
 
 #[tokio::test]
