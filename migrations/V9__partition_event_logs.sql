@@ -56,7 +56,9 @@ BEGIN
     SELECT c.relname INTO def
       FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partdefid
      WHERE p.partrelid = parent;
-    IF def IS NOT NULL THEN
+    -- An empty default partition (never written, or vacuumed to nothing
+    -- after its rows moved) has no pages: nothing to move.
+    IF def IS NOT NULL AND pg_relation_size(format('%I', def)::regclass) > 0 THEN
         -- The owner sees the rows only while RLS is not forced on them (the
         -- ATTACH below locks the default partition exclusively anyway).
         EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', def);
@@ -94,7 +96,9 @@ BEGIN
       FROM pg_partitioned_table p
       JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
      WHERE p.partrelid = parent;
-    IF def IS NOT NULL THEN
+    -- Only a default partition with pages can hold rows: an empty one is
+    -- neither altered nor locked (the common case, every run).
+    IF def IS NOT NULL AND pg_relation_size(format('%I', def)::regclass) > 0 THEN
         -- Read first (no cursor stays open on it while it is altered below).
         EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', def);
         EXECUTE format('SELECT array_agg(DISTINCT date_trunc(''month'', %I AT TIME ZONE ''UTC'') '
