@@ -489,8 +489,9 @@ async fn partitions_time_ranges_prune_the_audit_listing_and_the_funnel() {
 async fn partitions_keep_tenants_apart_through_the_parent() {
     let app = TestApp::spawn().await;
     let (a, b) = (Tenant::new(), Tenant::new());
-    // Tenant a's rows in three months (last month's written directly as the
-    // owner role under a's scope, like the service would have then).
+    // Tenant a's rows in three months: the two past ones written directly as
+    // the owner role under a's scope (as the service would have then), this
+    // month's by a call.
     let db = raw_db().await;
     for m in [-1, -2] {
         let at = month_start(m) + chrono::Duration::hours(1);
