@@ -38,7 +38,7 @@ use crate::{
         job_service_server::JobServiceServer, outreach_service_server::OutreachServiceServer,
     },
     service::Service,
-    store::{Store, idempotency, migrate, stats::QueryStats},
+    store::{Store, idempotency, migrate, partitions, stats::QueryStats},
 };
 
 /// Names whose health is reported (besides "" for the whole server).
@@ -198,6 +198,44 @@ async fn health_loop(
     }
 }
 
+/// Keeps the monthly partitions of the logs ahead and applies retention
+/// (`store::partitions`), once the schema is ready and then every hour, as
+/// the migration role (the service's role may not create tables). A failed
+/// run is retried at the next one; inserts meanwhile land in the default
+/// partition.
+async fn partition_maintenance(args: ServeArgs, mut schema_ready: tokio::sync::watch::Receiver<bool>) {
+    if schema_ready.wait_for(|ready| *ready).await.is_err() {
+        return;
+    }
+    let policy = partitions::Policy {
+        months_ahead: args.partitions.partition_months_ahead,
+        audit_retention_months: args.partitions.audit_retention_months,
+        campaign_event_retention_months: args.partitions.campaign_event_retention_months,
+    };
+    let url = args.db.migration_url().0.clone();
+    let connect_timeout = Duration::from_millis(args.db.connect_timeout_ms);
+    let mut every = tokio::time::interval(partitions::EVERY);
+    loop {
+        every.tick().await;
+        match partitions::maintain(&url, connect_timeout, &policy).await {
+            Ok(r) => {
+                if !r.created.is_empty() {
+                    tracing::info!(created = ?r.created, "partitions created");
+                }
+                for d in &r.dropped {
+                    tracing::info!(
+                        table = d.table,
+                        partition = %d.partition,
+                        rows = d.rows,
+                        "partition dropped by retention (audited)"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "partition maintenance failed; retrying in an hour"),
+        }
+    }
+}
+
 /// The health name of the shared cache: SERVING while Redis is in use,
 /// NOT_SERVING while its breaker is open (calls are served from PostgreSQL
 /// then, so the server's own health does not change), SERVICE_UNKNOWN
@@ -280,6 +318,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let replica_watch =
         store.watch_replica(Duration::from_millis(args.db.connect_timeout_ms)).map(tokio::spawn);
     let replica_health_task = tokio::spawn(replica_health(store.clone(), reporter.clone()));
+    let partition_ready = schema_ready_rx.clone();
     let purge_store = store.clone();
     let purge_task = tokio::spawn(async move {
         if schema_ready_rx.wait_for(|ready| *ready).await.is_err() {
@@ -295,6 +334,8 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
             }
         }
     });
+
+    let partition_task = tokio::spawn(partition_maintenance(args.clone(), partition_ready));
 
     let reflection = || {
         // Advertise exactly: our services, health, and both reflection versions.
@@ -417,6 +458,7 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
             t.abort();
         }
         purge_task.abort();
+        partition_task.abort();
         metrics_task.abort();
         store.close();
         tracing::info!("server stopped");

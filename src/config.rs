@@ -240,6 +240,9 @@ pub struct ServeArgs {
     pub redis_url: Option<Secret>,
     #[command(flatten)]
     pub cache: CacheArgs,
+    // Boxed: keeps `Command::Serve` within clippy's enum variant size bound.
+    #[command(flatten)]
+    pub partitions: Box<PartitionArgs>,
     /// Accept an `x-tenant-id` header instead of a token (loopback only).
     #[arg(long, env = "INSECURE_DEV")]
     pub insecure_dev: bool,
@@ -289,6 +292,25 @@ impl ServeArgs {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
+}
+
+/// Monthly partitions of the append-only logs (docs/partitions.md): made
+/// ahead at start and hourly, as the migration role under an advisory lock.
+#[derive(Args, Debug, Clone)]
+pub struct PartitionArgs {
+    /// Partitions of audit_events and campaign_events are kept for the
+    /// current UTC month and this many months after it.
+    #[arg(long, env = "PARTITION_MONTHS_AHEAD", default_value_t = 3)]
+    pub partition_months_ahead: u32,
+    /// Keep this many whole months of audit events before the current one:
+    /// older monthly partitions are detached and dropped (each drop
+    /// audited). Unset: audit events are kept forever.
+    #[arg(long, env = "AUDIT_RETENTION_MONTHS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_retention_months: Option<u32>,
+    /// The same for campaign events (they number each campaign's history and
+    /// feed the funnel: see docs/partitions.md before setting it).
+    #[arg(long, env = "CAMPAIGN_EVENT_RETENTION_MONTHS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub campaign_event_retention_months: Option<u32>,
 }
 
 /// The shared cache (used only with --redis-url).

@@ -52,7 +52,7 @@ pub async fn record_many(tx: &Tx, scope: &Scope, events: &[Event]) -> Result<(),
 }
 
 const INSERT_EVENTS: &str = include_str!("sql/audit_insert_many.sql").trim_ascii_end();
-const INSERT_EVENT: &str = include_str!("sql/audit_insert.sql").trim_ascii_end();
+pub(super) const INSERT_EVENT: &str = include_str!("sql/audit_insert.sql").trim_ascii_end();
 
 pub async fn record(
     tx: &Tx,

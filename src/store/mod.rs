@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod import;
 pub mod link;
 pub mod migrate;
+pub mod partitions;
 pub mod records;
 pub mod replica;
 pub mod search;

@@ -18,6 +18,7 @@ mod migrations;
 mod observability;
 mod ops;
 mod otlp;
+mod partitions;
 mod pipeline;
 mod python_client;
 mod python_lifecycle;
