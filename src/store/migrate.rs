@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
 use crate::error::Error;
 
 mod embedded {
@@ -27,13 +25,15 @@ pub fn latest_version() -> i64 {
 
 /// Applies pending migrations; returns how many were applied.
 pub async fn run(url: &str, connect_timeout: Duration) -> Result<usize, Error> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
+    // The same TLS (sslmode, sslrootcert) as the service's pools.
+    let (mut cfg, tls) = super::tls::connector_for(url)
+        .map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
     cfg.connect_timeout(connect_timeout);
     cfg.application_name("bi-data migrate");
-    let (mut client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot connect to apply migrations");
-        Error::Unavailable(format!("cannot connect to the database to migrate: {e}"))
+    let (mut client, conn) = cfg.connect(tls).await.map_err(|e| {
+        let why = super::tls::tls_failure(&e).unwrap_or_else(|| e.to_string());
+        tracing::error!(error = %why, "cannot connect to apply migrations");
+        Error::Unavailable(format!("cannot connect to the database to migrate: {why}"))
     })?;
     let conn_task = tokio::spawn(conn);
     client.execute(LOCK, &[&LOCK_KEY]).await.map_err(super::db_error)?;
