@@ -669,6 +669,15 @@ pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<()
     let explain = |e: &tokio_postgres::Error| -> Error {
         use tokio_postgres::error::SqlState;
         let msg = match e.code() {
+            // pg_hba.conf has only `hostssl` lines for this client.
+            Some(c)
+                if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                    && e.as_db_error().is_some_and(|d| d.message().ends_with("no encryption")) =>
+            {
+                format!(
+                    "PostgreSQL accepts only encrypted connections from this client (pg_hba.conf hostssl): set sslmode=verify-full (with sslrootcert) or require in --database-url"
+                )
+            }
             Some(c)
                 if *c == SqlState::INVALID_PASSWORD
                     || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
