@@ -187,12 +187,14 @@ async fn grpc_over_tls_refuses_plaintext_and_a_client_trusting_another_ca() {
     // Plaintext HTTP/2 to the TLS port: no answer.
     let plain = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect_lazy();
     let e = health_of(&plain).await.expect_err("a plaintext client is refused");
+    eprintln!("TLS refused: plaintext client: {e}");
     assert!(!e.is_empty());
     // A client trusting another CA: the handshake fails on the certificate.
     let e = match tls_channel(&server.addr, &pki.read("wrong-ca.pem"), None).await {
         Ok(ch) => health_of(&ch).await.expect_err("a client trusting another CA is refused"),
         Err(e) => e,
     };
+    eprintln!("TLS refused: client trusting another CA: {e}");
     assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
     // The server still serves after the refused handshakes.
     create_and_get(&ch).await;
@@ -225,6 +227,7 @@ async fn mutual_tls_requires_a_client_certificate_of_the_client_ca() {
             Ok(ch) => health_of(&ch).await.expect_err(what),
             Err(e) => e,
         };
+        eprintln!("TLS refused: mTLS, {what}: {e}");
         assert!(!e.is_empty(), "{what}");
         assert!(!e.contains("Serving"), "{what}: {e}");
     }
@@ -279,11 +282,13 @@ async fn postgres_verify_full_connects_and_plaintext_wrong_ca_and_wrong_name_are
 
     // Plaintext: the server has no pg_hba line for it.
     let e = check_connection(&with_tls(&pg, "sslmode=disable"), timeout).await.expect_err("plaintext refused");
+    eprintln!("TLS refused: PostgreSQL sslmode=disable: {e}");
     assert!(e.to_string().contains("only encrypted connections"), "{e}");
     // A CA that did not sign the server's certificate.
     let e = check_connection(&with_tls(&pg, &format!("sslmode=verify-full&sslrootcert={wrong_ca}")), timeout)
         .await
         .expect_err("wrong CA refused");
+    eprintln!("TLS refused: PostgreSQL verify-full, wrong CA: {e}");
     assert!(e.to_string().contains("not signed by a CA of sslrootcert"), "{e}");
     let e = check_connection(&with_tls(&pg, &format!("sslmode=verify-ca&sslrootcert={wrong_ca}")), timeout)
         .await
@@ -306,6 +311,7 @@ async fn postgres_verify_full_connects_and_plaintext_wrong_ca_and_wrong_name_are
             }
         }
     };
+    eprintln!("TLS refused: PostgreSQL verify-full, certificate for another name: {e}");
     assert!(e.to_string().contains("does not name the host"), "{e}");
     check_connection(&with_tls(&pg, &format!("sslmode=verify-ca&sslrootcert={ca}")), timeout)
         .await
@@ -388,7 +394,7 @@ async fn redis_cache_over_rediss_with_the_ca_and_refused_with_another_ca() {
     }
     let m = scrape(app.metrics_addr).await;
     assert_eq!(cache_count(&m, "hit"), 0.0, "nothing was read from Redis");
-    assert_eq!(m.get("bi_data_cache_breaker_open").copied(), Some(1.0), "the refused handshake opened the breaker");
+    assert_eq!(m.get(&key("bi_data_cache_breaker_open", &[])).copied(), Some(1.0), "the refused handshake opened the breaker");
     app.stop().await;
 
     // A CA file with a plaintext URL is a start-up error, not silent plaintext.
