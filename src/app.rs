@@ -349,7 +349,10 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
             let bound = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
             let health = health_service.clone();
             let task = tokio::spawn(async move {
-                let r = Server::builder().add_service(health).serve_with_incoming(TcpListenerStream::new(l)).await;
+                let r = Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming(TcpListenerStream::new(l))
+                    .await;
                 if let Err(e) = r {
                     tracing::error!(error = %e, "health listener stopped");
                 }

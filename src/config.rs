@@ -94,6 +94,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once per process: the size of `Serve` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gRPC server (the default).

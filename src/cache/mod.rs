@@ -196,7 +196,14 @@ fn client_for(url: &str, ca: Option<&std::path::Path>) -> Result<redis::Client, 
                 url,
                 redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
             )
-            .map_err(|e| Error::Startup(format!("--redis-ca {}: {:?}: {}", ca.display(), e.kind(), e.detail().unwrap_or(""))))
+            .map_err(|e| {
+                Error::Startup(format!(
+                    "--redis-ca {}: {:?}: {}",
+                    ca.display(),
+                    e.kind(),
+                    e.detail().unwrap_or("")
+                ))
+            })
         }
     }
 }

@@ -26,8 +26,8 @@ pub fn latest_version() -> i64 {
 /// Applies pending migrations; returns how many were applied.
 pub async fn run(url: &str, connect_timeout: Duration) -> Result<usize, Error> {
     // The same TLS (sslmode, sslrootcert) as the service's pools.
-    let (mut cfg, tls) = super::tls::connector_for(url)
-        .map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
+    let (mut cfg, tls) =
+        super::tls::connector_for(url).map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
     cfg.connect_timeout(connect_timeout);
     cfg.application_name("bi-data migrate");
     let (mut client, conn) = cfg.connect(tls).await.map_err(|e| {

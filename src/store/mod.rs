@@ -674,9 +674,7 @@ pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<()
                 if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
                     && e.as_db_error().is_some_and(|d| d.message().ends_with("no encryption")) =>
             {
-                format!(
-                    "PostgreSQL accepts only encrypted connections from this client (pg_hba.conf hostssl): set sslmode=verify-full (with sslrootcert) or require in --database-url"
-                )
+                "PostgreSQL accepts only encrypted connections from this client (pg_hba.conf hostssl): set sslmode=verify-full (with sslrootcert) or require in --database-url".to_owned()
             }
             Some(c)
                 if *c == SqlState::INVALID_PASSWORD

@@ -373,7 +373,11 @@ impl TlsStream for PgTlsStream {
 }
 
 impl AsyncRead for PgTlsStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0).poll_read(cx, buf)
     }
 }
@@ -430,9 +434,10 @@ mod tests {
 
     #[test]
     fn takes_tls_parameters_out_of_urls() {
-        let (rest, p) =
-            split_url("postgres://u:p@h:5/db?sslmode=verify-full&sslrootcert=/etc/ca%20x.pem&application_name=a")
-                .unwrap();
+        let (rest, p) = split_url(
+            "postgres://u:p@h:5/db?sslmode=verify-full&sslrootcert=/etc/ca%20x.pem&application_name=a",
+        )
+        .unwrap();
         assert_eq!(rest, "postgres://u:p@h:5/db?application_name=a");
         assert_eq!(p, TlsParams { mode: SslMode::VerifyFull, root_cert: Some("/etc/ca x.pem".into()) });
         let (rest, p) = split_url("postgres://h/db?sslmode=disable").unwrap();
@@ -450,7 +455,8 @@ mod tests {
     fn verification_needs_a_root() {
         let err = connector_for("postgres://h/db?sslmode=verify-full").err().unwrap();
         assert!(err.to_string().contains("sslrootcert"), "{err}");
-        let err = connector_for("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent.pem").err().unwrap();
+        let err =
+            connector_for("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent.pem").err().unwrap();
         assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
         let (cfg, tls) = connector_for("postgres://h/db?sslmode=require").unwrap();
         assert_eq!(cfg.get_ssl_mode(), PgSslMode::Require);

@@ -38,7 +38,8 @@ fn new_ca(name: &str) -> Ca {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
 }
 
@@ -135,11 +136,14 @@ async fn tls_channel(addr: &str, ca: &str, client: Option<(String, String)>) -> 
 async fn health_of(channel: &Channel) -> Result<i32, String> {
     let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
     req.set_timeout(Duration::from_secs(3));
-    HealthClient::new(channel.clone())
-        .check(req)
-        .await
-        .map(|r| r.into_inner().status)
-        .map_err(|s| format!("{:?} {}: {}", s.code(), s.message(), std::error::Error::source(&s).map(chain).unwrap_or_default()))
+    HealthClient::new(channel.clone()).check(req).await.map(|r| r.into_inner().status).map_err(|s| {
+        format!(
+            "{:?} {}: {}",
+            s.code(),
+            s.message(),
+            std::error::Error::source(&s).map(chain).unwrap_or_default()
+        )
+    })
 }
 
 /// Connects and asks health until SERVING (the server is migrating).
@@ -163,11 +167,18 @@ async fn create_and_get(channel: &Channel) {
     let t = Tenant::new();
     let mut jobs = JobServiceClient::new(channel.clone());
     let created = jobs
-        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("over tls")), request_id: String::new() }))
+        .create_job(authed(
+            &t.writer,
+            CreateJobRequest { job: Some(job("over tls")), request_id: String::new() },
+        ))
         .await
         .expect("CreateJob over TLS")
         .into_inner();
-    let got = jobs.get_job(authed(&t.reader, GetJobRequest { id: created.id.clone() })).await.expect("GetJob").into_inner();
+    let got = jobs
+        .get_job(authed(&t.reader, GetJobRequest { id: created.id.clone() }))
+        .await
+        .expect("GetJob")
+        .into_inner();
     assert_eq!(got, created);
     assert_eq!(got.title, "over tls");
 }
@@ -214,7 +225,8 @@ async fn grpc_over_tls_refuses_plaintext_and_a_client_trusting_another_ca() {
 async fn mutual_tls_requires_a_client_certificate_of_the_client_ca() {
     let pki = Pki::new();
     let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
-    let server = Process::spawn(&database_url(), &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca]);
+    let server =
+        Process::spawn(&database_url(), &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca]);
     let good = Some((pki.read("client.pem"), pki.read("client.key")));
     let ch = serving_tls(&server.addr, &pki.read("ca.pem"), good, &server).await;
     create_and_get(&ch).await;
@@ -236,7 +248,8 @@ async fn mutual_tls_requires_a_client_certificate_of_the_client_ca() {
 
 /// A superuser connection over TLS (the cluster takes nothing else).
 async fn superuser_tls(pg: &PrivatePg, ca: &str) -> tokio_postgres::Client {
-    let url = format!("postgres://postgres@127.0.0.1:{}/bi_data?sslmode=verify-full&sslrootcert={ca}", pg.port);
+    let url =
+        format!("postgres://postgres@127.0.0.1:{}/bi_data?sslmode=verify-full&sslrootcert={ca}", pg.port);
     let (cfg, tls) = connector_for(&url).unwrap();
     let (client, conn) = cfg.connect(tls).await.expect("superuser over TLS");
     tokio::spawn(conn);
@@ -281,7 +294,8 @@ async fn postgres_verify_full_connects_and_plaintext_wrong_ca_and_wrong_name_are
     app.stop().await;
 
     // Plaintext: the server has no pg_hba line for it.
-    let e = check_connection(&with_tls(&pg, "sslmode=disable"), timeout).await.expect_err("plaintext refused");
+    let e =
+        check_connection(&with_tls(&pg, "sslmode=disable"), timeout).await.expect_err("plaintext refused");
     eprintln!("TLS refused: PostgreSQL sslmode=disable: {e}");
     assert!(e.to_string().contains("only encrypted connections"), "{e}");
     // A CA that did not sign the server's certificate.
@@ -381,8 +395,9 @@ async fn redis_cache_over_rediss_with_the_ca_and_refused_with_another_ca() {
 
     // Another CA: no Redis command gets through; reads still answer (from
     // PostgreSQL) and the cache's health turns NOT_SERVING.
-    let app = TestApp::spawn_with(&["--redis-url", &url, "--redis-ca", &wrong_ca, "--cache-breaker-failures", "1"])
-        .await;
+    let app =
+        TestApp::spawn_with(&["--redis-url", &url, "--redis-ca", &wrong_ca, "--cache-breaker-failures", "1"])
+            .await;
     let created = app.create::<bi_data::pb::Job>(&t, job("not cached")).await;
     for _ in 0..3 {
         assert_eq!(app.get::<bi_data::pb::Job>(&t, &created.id).await, created);
@@ -394,7 +409,11 @@ async fn redis_cache_over_rediss_with_the_ca_and_refused_with_another_ca() {
     }
     let m = scrape(app.metrics_addr).await;
     assert_eq!(cache_count(&m, "hit"), 0.0, "nothing was read from Redis");
-    assert_eq!(m.get(&key("bi_data_cache_breaker_open", &[])).copied(), Some(1.0), "the refused handshake opened the breaker");
+    assert_eq!(
+        m.get(&key("bi_data_cache_breaker_open", &[])).copied(),
+        Some(1.0),
+        "the refused handshake opened the breaker"
+    );
     app.stop().await;
 
     // A CA file with a plaintext URL is a start-up error, not silent plaintext.

@@ -241,7 +241,13 @@ impl PrivatePg {
             let path = self.data().join(name);
             std::fs::write(&path, pem).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            assert!(Command::new("chown").args(["postgres:postgres", path.to_str().unwrap()]).status().unwrap().success());
+            assert!(
+                Command::new("chown")
+                    .args(["postgres:postgres", path.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
         }
     }
 
