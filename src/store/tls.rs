@@ -4,8 +4,9 @@
 //!
 //! | sslmode       | encrypted          | server certificate checked               |
 //! |---------------|--------------------|------------------------------------------|
+//! | (none)        | no (as before TLS support; libpq would `prefer`) | -          |
 //! | `disable`     | no                 | -                                        |
-//! | `prefer` (default) | if the server offers it | no (as libpq without a root file) |
+//! | `prefer`      | if the server offers it | no; with `sslrootcert`, as `verify-ca` |
 //! | `require`     | yes                | no; with `sslrootcert`, as `verify-ca` (libpq) |
 //! | `verify-ca`   | yes                | chain to `sslrootcert`                   |
 //! | `verify-full` | yes                | chain to `sslrootcert` and the host name |
@@ -119,7 +120,19 @@ pub fn split_url(url: &str) -> Result<(String, TlsParams), Error> {
         }
         kept.join(" ")
     };
-    Ok((rest, TlsParams { mode: mode.unwrap_or(SslMode::Prefer), root_cert }))
+    // No sslmode: plaintext, as the service always connected (libpq would
+    // `prefer`; tokio-postgres without a TLS connector never encrypted).
+    let mode = match (mode, &root_cert) {
+        (Some(m), _) => m,
+        (None, None) => SslMode::Disable,
+        (None, Some(_)) => {
+            return Err(Error::Startup(
+                "sslrootcert without sslmode in a database URL: add sslmode=verify-full (or verify-ca)"
+                    .into(),
+            ));
+        }
+    };
+    Ok((rest, TlsParams { mode, root_cert }))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -443,7 +456,17 @@ mod tests {
         let (rest, p) = split_url("postgres://h/db?sslmode=disable").unwrap();
         assert_eq!((rest.as_str(), p.mode, p.root_cert), ("postgres://h/db", SslMode::Disable, None));
         let (rest, p) = split_url("postgres://h/db").unwrap();
-        assert_eq!((rest.as_str(), p.mode), ("postgres://h/db", SslMode::Prefer));
+        assert_eq!(
+            (rest.as_str(), p.mode),
+            ("postgres://h/db", SslMode::Disable),
+            "no sslmode: plaintext as before"
+        );
+        assert!(
+            split_url("postgres://h/db?sslrootcert=/ca.pem").is_err(),
+            "a root without a mode is ambiguous"
+        );
+        let (_, p) = split_url("postgres://h/db?sslmode=prefer").unwrap();
+        assert_eq!(p.mode, SslMode::Prefer);
         let (rest, p) = split_url("host=h dbname=d sslmode=verify-ca sslrootcert=/ca.pem").unwrap();
         assert_eq!(rest, "host=h dbname=d");
         assert_eq!(p, TlsParams { mode: SslMode::VerifyCa, root_cert: Some("/ca.pem".into()) });

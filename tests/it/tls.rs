@@ -298,6 +298,9 @@ async fn postgres_verify_full_connects_and_plaintext_wrong_ca_and_wrong_name_are
         check_connection(&with_tls(&pg, "sslmode=disable"), timeout).await.expect_err("plaintext refused");
     eprintln!("TLS refused: PostgreSQL sslmode=disable: {e}");
     assert!(e.to_string().contains("only encrypted connections"), "{e}");
+    // No sslmode at all is plaintext too (as before TLS support).
+    let e = check_connection(&pg.url(), timeout).await.expect_err("no sslmode: plaintext, refused");
+    assert!(e.to_string().contains("only encrypted connections"), "{e}");
     // A CA that did not sign the server's certificate.
     let e = check_connection(&with_tls(&pg, &format!("sslmode=verify-full&sslrootcert={wrong_ca}")), timeout)
         .await
