@@ -8,7 +8,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
-use tonic::{server::NamedService, transport::Server};
+use tonic::{
+    server::NamedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -29,7 +32,7 @@ use crate::{
     },
     auth::{AuthMode, TokenKeys},
     cache::{RedisCache, State as CacheState},
-    config::ServeArgs,
+    config::{ServeArgs, TlsArgs},
     error::Error,
     metrics::{self, Metrics},
     pb::{
@@ -63,6 +66,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
+    /// The plaintext health-only listener (--health-listen), if any.
+    pub health_addr: Option<SocketAddr>,
     store: Store,
     cache: Option<Arc<RedisCache>>,
     shutdown: Arc<Notify>,
@@ -112,6 +117,27 @@ fn auth_mode(args: &ServeArgs) -> Result<AuthMode, Error> {
                 .into(),
         )),
     }
+}
+
+/// The listener's TLS (--tls-cert, --tls-key, --tls-client-ca), read once
+/// at start; `None`: plaintext.
+fn server_tls(args: &TlsArgs) -> Result<Option<ServerTlsConfig>, Error> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path).map_err(|e| Error::Startup(format!("cannot read {flag} {}: {e}", path.display())))
+    };
+    // Parsed here too, so a wrong file is named at start, not at the first handshake.
+    crate::store::tls::read_certs(cert, "--tls-cert")?;
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(cert, "--tls-cert")?, read(key, "--tls-key")?))
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = &args.tls_client_ca {
+        crate::store::tls::root_store(ca, "--tls-client-ca")?;
+        config = config.client_ca_root(Certificate::from_pem(read(ca, "--tls-client-ca")?));
+    }
+    Ok(Some(config))
 }
 
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
@@ -286,7 +312,10 @@ async fn replica_health(store: Store, reporter: HealthReporter) {
 
 /// Binds, starts background tasks and serves until `shutdown`.
 pub async fn start(args: ServeArgs) -> Result<Running, Error> {
+    // Every TLS configuration (gRPC, PostgreSQL, Redis) uses ring.
+    crate::store::tls::install_crypto_provider();
     let mode = auth_mode(&args)?;
+    let tls = server_tls(&args.tls)?;
     let store = Store::new(&args.db, Duration::from_millis(args.slow_query_ms))?;
     let metrics = Arc::new(Metrics::new(&store)?);
     let cache = match args.redis_url.as_ref().filter(|u| !u.expose().is_empty()) {
@@ -378,7 +407,34 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     ]);
     // Outermost first: the call's span and metrics cover auth and the
     // handler; RecordCaller sits after auth to put the tenant on the span.
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Startup(format!("--tls-cert / --tls-key / --tls-client-ca: {e}")))?;
+    }
+    // Probes that cannot speak TLS (Kubernetes' gRPC probes) ask this one.
+    let (health_addr, health_only_task) = match args.tls.health_listen {
+        Some(listen) => {
+            let l = TcpListener::bind(listen)
+                .await
+                .map_err(|e| Error::Startup(format!("cannot listen on {listen} (--health-listen): {e}")))?;
+            let bound = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+            let health = health_service.clone();
+            let task = tokio::spawn(async move {
+                let r = Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming(TcpListenerStream::new(l))
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "health listener stopped");
+                }
+            });
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
+    let router = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         // Per connection: at most 256 streams at once (HTTP/2 makes the
@@ -460,10 +516,13 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
         purge_task.abort();
         partition_task.abort();
         metrics_task.abort();
+        if let Some(t) = health_only_task {
+            t.abort();
+        }
         store.close();
         tracing::info!("server stopped");
         result
     });
-    tracing::info!(%addr, %metrics_addr, "bi-data listening");
-    Ok(Running { addr, metrics_addr, store, cache, shutdown, task })
+    tracing::info!(%addr, %metrics_addr, tls = args.tls.tls_cert.is_some(), mtls = args.tls.tls_client_ca.is_some(), health_listen = ?health_addr, "bi-data listening");
+    Ok(Running { addr, metrics_addr, health_addr, store, cache, shutdown, task })
 }

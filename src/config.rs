@@ -94,6 +94,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once per process: the size of `Serve` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gRPC server (the default).
@@ -283,6 +285,32 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS of the gRPC listener (docs/tls.md). Without --tls-cert/--tls-key it
+/// serves plaintext.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain of the gRPC server (leaf first); with
+    /// --tls-key the listener speaks only TLS. Read at start: a new
+    /// certificate takes a restart.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by
+    /// one of them (mutual TLS); without it any client may connect (and is
+    /// then authenticated by its token).
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// A second, plaintext gRPC listener serving only grpc.health.v1 (for
+    /// probes that cannot speak TLS, e.g. Kubernetes' gRPC probes); off
+    /// when unset.
+    #[arg(long = "health-listen", env = "HEALTH_LISTEN_ADDR")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -343,6 +371,11 @@ pub struct CacheArgs {
     /// across replicas through Redis pub/sub.
     #[arg(long, env = "CACHE_NEAR")]
     pub cache_near: bool,
+    /// PEM CA certificate(s) that a `rediss://` --redis-url's server
+    /// certificate must chain to (and name the URL's host); without it the
+    /// machine's trust store is used. Not used with `redis://`.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca: Option<PathBuf>,
     /// Records the near cache holds at most.
     #[arg(long, env = "CACHE_NEAR_CAPACITY", default_value_t = 10_000)]
     pub cache_near_capacity: usize,

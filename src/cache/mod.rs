@@ -176,6 +176,38 @@ fn lease_token() -> u64 {
     Uuid::new_v4().as_u64_pair().0 | 1
 }
 
+/// The client of `url`: `redis://` plaintext; `rediss://` TLS, the
+/// server's certificate verified (chain and host name) against `ca` (a PEM
+/// file), or against the machine's trust store without one.
+fn client_for(url: &str, ca: Option<&std::path::Path>) -> Result<redis::Client, Error> {
+    // Never echo the URL: it may hold a password.
+    let bad = |e: redis::RedisError| Error::Internal(format!("--redis-url is not usable: {:?}", e.kind()));
+    let tls = url.starts_with("rediss://");
+    match ca {
+        None => redis::Client::open(url).map_err(bad),
+        Some(ca) if !tls => Err(Error::Startup(format!(
+            "--redis-ca {} is set but --redis-url is not rediss://: the connection would not be encrypted",
+            ca.display()
+        ))),
+        Some(ca) => {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Error::Startup(format!("cannot read --redis-ca {}: {e}", ca.display())))?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem) },
+            )
+            .map_err(|e| {
+                Error::Startup(format!(
+                    "--redis-ca {}: {:?}: {}",
+                    ca.display(),
+                    e.kind(),
+                    e.detail().unwrap_or("")
+                ))
+            })
+        }
+    }
+}
+
 impl RedisCache {
     /// A cache over `url` (no connection yet: the first call connects, and
     /// a Redis that is down at start is an open breaker, not an error).
@@ -185,8 +217,9 @@ impl RedisCache {
         // Never echo the URL: it may hold a password.
         let bad =
             |e: redis::RedisError| Error::Internal(format!("--redis-url is not usable: {:?}", e.kind()));
-        let manager = Manager::new_with_config(url, config).map_err(bad)?;
-        let client = redis::Client::open(url).map_err(bad)?;
+        let client = client_for(url, args.redis_ca.as_deref())?;
+        // The pool's connections carry the same TLS settings as the client.
+        let manager = Manager::new_with_config(client.get_connection_info().clone(), config).map_err(bad)?;
         // The pool creates connections (with the connect timeout) and is
         // asked again only after one failed: a multiplexed connection
         // carries every concurrent command, and a pooled get would cost a

@@ -12,7 +12,7 @@ use std::{fmt, time::Duration};
 
 use refinery::{Migration, Target};
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::error::{Error, FieldViolation};
 
@@ -57,15 +57,18 @@ fn known_migrations() -> Vec<Migration> {
     known
 }
 
-/// Connects with the migration URL; the connection's task runs until aborted.
+/// Connects with the migration URL, with the same TLS (sslmode,
+/// sslrootcert) as the service's pools; the connection's task runs until
+/// aborted.
 async fn connect(url: &str, connect_timeout: Duration) -> Result<(Client, JoinHandle<()>), Error> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
+    let (mut cfg, tls) =
+        super::tls::connector_for(url).map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
     cfg.connect_timeout(connect_timeout);
     cfg.application_name("bi-data migrate");
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot connect to apply migrations");
-        Error::Unavailable(format!("cannot connect to the database to migrate: {e}"))
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| {
+        let why = super::tls::tls_failure(&e).unwrap_or_else(|| e.to_string());
+        tracing::error!(error = %why, "cannot connect to apply migrations");
+        Error::Unavailable(format!("cannot connect to the database to migrate: {why}"))
     })?;
     let conn_task = tokio::spawn(async move {
         let _ = conn.await;

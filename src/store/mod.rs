@@ -15,6 +15,7 @@ pub mod records;
 pub mod replica;
 pub mod search;
 pub mod stats;
+pub mod tls;
 mod value_sql;
 
 use std::{
@@ -32,7 +33,7 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::{
-    NoTls, Row,
+    Row,
     binary_copy::BinaryCopyInWriter,
     types::{ToSql, Type},
 };
@@ -42,6 +43,7 @@ use uuid::Uuid;
 use self::{
     replica::{CallLsn, Lsn, Replica, ReplicaStatus, reason},
     stats::{QueryStats, StoreMetrics},
+    tls::PgTls,
 };
 use crate::{config::DbArgs, domain::value::Value, error::Error};
 
@@ -125,6 +127,9 @@ struct Settings {
     /// Every statement's duration, per shape (for GetQueryStats).
     stats: Arc<QueryStats>,
     metrics: StoreMetrics,
+    /// The TLS of cancel requests (a connection of their own), per pool.
+    cancel_tls: PgTls,
+    replica_cancel_tls: Option<PgTls>,
 }
 
 /// Connection pools and per-statement settings. Cheap to clone.
@@ -136,8 +141,8 @@ pub struct Store {
 }
 
 fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Internal(format!("invalid database URL: {e}")))?;
+    // sslmode / sslrootcert of the URL: the connector encrypts and verifies.
+    let (mut cfg, tls) = tls::connector_for(url)?;
     cfg.connect_timeout(Duration::from_millis(args.connect_timeout_ms));
     cfg.keepalives(true);
     cfg.keepalives_idle(Duration::from_secs(30));
@@ -149,7 +154,7 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "localhost".to_owned(),
     };
-    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let wait = Duration::from_millis(args.pool_wait_ms);
     let pool = Pool::builder(mgr)
         .max_size(args.pool_size())
@@ -187,6 +192,11 @@ impl Store {
             ))),
             None => None,
         };
+        let cancel_tls = tls::connector_for(&args.database_url.0)?.1;
+        let replica_cancel_tls = match &args.replica_url {
+            Some(url) => Some(tls::connector_for(&url.0)?.1),
+            None => None,
+        };
         Ok(Store {
             primary,
             replica,
@@ -197,6 +207,8 @@ impl Store {
                 server_address,
                 stats: Arc::new(QueryStats::default()),
                 metrics: StoreMetrics::default(),
+                cancel_tls,
+                replica_cancel_tls,
             }),
         })
     }
@@ -319,8 +331,13 @@ impl Store {
         if client.statement_cache.size() >= MAX_CACHED_STATEMENTS {
             client.statement_cache.clear();
         }
+        let cancel_tls = match (&self.settings.replica_cancel_tls, std::ptr::eq(pool, &self.primary)) {
+            (Some(t), false) => t.clone(),
+            _ => self.settings.cancel_tls.clone(),
+        };
         Ok(Tx {
             client: Some(client),
+            cancel_tls,
             settings: self.settings.clone(),
             open: false,
             abandoned: AtomicBool::new(false),
@@ -447,6 +464,8 @@ impl Settings {
 /// request not get through.
 pub struct Tx {
     client: Option<Object>,
+    /// How a cancel request reaches this connection's server.
+    cancel_tls: PgTls,
     settings: Arc<Settings>,
     open: bool,
     /// A statement future was dropped before its answer.
@@ -689,9 +708,10 @@ impl Drop for Tx {
             // arrive.
             let token = client.cancel_token();
             let client = Object::take(client);
+            let tls = self.cancel_tls.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = tokio::time::timeout(CANCEL_WITHIN, token.cancel_query(NoTls)).await;
+                    let _ = tokio::time::timeout(CANCEL_WITHIN, token.cancel_query(tls)).await;
                     drop(client);
                 });
             }
@@ -748,8 +768,8 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
 /// bi_data_app`), so `serve` can say at start what keeps it from working.
 /// The error is one line naming the cause and what to do.
 pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<(), Error> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Startup(format!("--database-url is no PostgreSQL URL: {e}")))?;
+    let (mut cfg, tls) = tls::connector_for(url)
+        .map_err(|e| Error::Startup(format!("--database-url is no usable PostgreSQL URL: {e}")))?;
     cfg.connect_timeout(connect_timeout);
     let user = cfg.get_user().unwrap_or("(default user)").to_owned();
     let db = cfg.get_dbname().unwrap_or("(default database)").to_owned();
@@ -766,6 +786,13 @@ pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<()
     let explain = |e: &tokio_postgres::Error| -> Error {
         use tokio_postgres::error::SqlState;
         let msg = match e.code() {
+            // pg_hba.conf has only `hostssl` lines for this client.
+            Some(c)
+                if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                    && e.as_db_error().is_some_and(|d| d.message().ends_with("no encryption")) =>
+            {
+                "PostgreSQL accepts only encrypted connections from this client (pg_hba.conf hostssl): set sslmode=verify-full (with sslrootcert) or require in --database-url".to_owned()
+            }
             Some(c)
                 if *c == SqlState::INVALID_PASSWORD
                     || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
@@ -780,14 +807,17 @@ pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<()
             Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE || *c == SqlState::UNDEFINED_OBJECT => format!(
                 "user '{user}' may not switch to the role {APP_ROLE}: as a superuser, CREATE ROLE {APP_ROLE} NOLOGIN and GRANT {APP_ROLE} TO {user} (scripts/dev-env.sh does)"
             ),
-            _ => format!(
-                "cannot reach PostgreSQL at {}:{port} ({e}): is it running and accepting TCP connections? (scripts/dev-env.sh starts it) check --database-url",
-                hosts.join(",")
-            ),
+            _ => match tls::tls_failure(e) {
+                Some(why) => format!("cannot connect to PostgreSQL at {}:{port}: {why}", hosts.join(",")),
+                None => format!(
+                    "cannot reach PostgreSQL at {}:{port} ({e}): is it running and accepting TCP connections? (scripts/dev-env.sh starts it) check --database-url",
+                    hosts.join(",")
+                ),
+            },
         };
         Error::Startup(msg)
     };
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| explain(&e))?;
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| explain(&e))?;
     let task = tokio::spawn(conn);
     let result = client.batch_execute(&format!("SET ROLE {APP_ROLE}")).await.map_err(|e| explain(&e));
     drop(client);

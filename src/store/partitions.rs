@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use super::db_error;
@@ -85,14 +84,15 @@ pub struct Report {
 
 /// One maintenance run against the database at `url` (the owner's).
 pub async fn maintain(url: &str, connect_timeout: Duration, policy: &Policy) -> Result<Report, Error> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
+    // The same TLS (sslmode, sslrootcert) as the service's pools.
+    let (mut cfg, tls) =
+        super::tls::connector_for(url).map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
     cfg.connect_timeout(connect_timeout);
     cfg.application_name("bi-data partitions");
-    let (mut client, conn) = cfg
-        .connect(NoTls)
-        .await
-        .map_err(|e| Error::Unavailable(format!("cannot connect to maintain partitions: {e}")))?;
+    let (mut client, conn) = cfg.connect(tls).await.map_err(|e| {
+        let why = super::tls::tls_failure(&e).unwrap_or_else(|| e.to_string());
+        Error::Unavailable(format!("cannot connect to maintain partitions: {why}"))
+    })?;
     let conn_task = tokio::spawn(conn);
     let result = run(&mut client, policy).await;
     drop(client);

@@ -28,4 +28,5 @@ mod scale;
 mod service;
 mod tenancy_auth;
 mod tidy;
+mod tls;
 mod wire;

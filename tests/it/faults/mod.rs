@@ -274,6 +274,52 @@ impl PrivatePg {
     }
 }
 
+/// TLS (issue 15, part 3): a cluster that takes TCP connections only
+/// encrypted (`hostssl`), with a certificate the test made.
+impl PrivatePg {
+    /// `start`, then ssl = on with `cert_pem`/`key_pem` and a pg_hba.conf
+    /// with `hostssl` lines only for TCP (local sockets stay trust).
+    pub async fn start_ssl(cert_pem: &str, key_pem: &str) -> PrivatePg {
+        let pg = PrivatePg::start().await;
+        pg.set_ssl_identity(cert_pem, key_pem);
+        let conf = "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+        let mut all = std::fs::read_to_string(pg.data().join("postgresql.conf")).unwrap();
+        all.push_str(conf);
+        std::fs::write(pg.data().join("postgresql.conf"), all).unwrap();
+        std::fs::write(
+            pg.data().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .unwrap();
+        pg.reload();
+        pg
+    }
+
+    /// Writes the server's certificate and key (owned by postgres, 0600);
+    /// they take effect at the next `reload`.
+    pub fn set_ssl_identity(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.data().join(name);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(
+                Command::new("chown")
+                    .args(["postgres:postgres", path.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+    }
+
+    /// `pg_ctl reload` (configuration, pg_hba.conf and TLS files re-read).
+    pub fn reload(&self) {
+        let out = self.pg_ctl(&["reload"]);
+        assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 impl Drop for PrivatePg {
     fn drop(&mut self) {
         let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
