@@ -220,6 +220,9 @@ async fn cache_health(cache: Option<Arc<RedisCache>>, reporter: HealthReporter) 
 /// Binds, starts background tasks and serves until `shutdown`.
 pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     let mode = auth_mode(&args)?;
+    if !args.no_migrate {
+        args.db.direct_migration_url().map_err(Error::Startup)?;
+    }
     let store = Store::new(&args.db, Duration::from_millis(args.slow_query_ms))?;
     let metrics = Arc::new(Metrics::new(&store)?);
     let cache = match args.redis_url.as_ref().filter(|u| !u.expose().is_empty()) {

@@ -34,11 +34,9 @@ fn main() -> ExitCode {
             None => serve(cli.serve, telemetry).await,
             Some(Command::Serve(args)) => serve(args, telemetry).await,
             Some(Command::Migrate(db)) => {
-                let n = store::migrate::run(
-                    &db.migration_url().0,
-                    std::time::Duration::from_millis(db.connect_timeout_ms),
-                )
-                .await?;
+                let url = db.direct_migration_url().map_err(bi_data::error::Error::Startup)?;
+                let n = store::migrate::run(&url.0, std::time::Duration::from_millis(db.connect_timeout_ms))
+                    .await?;
                 println!("applied {n} migration(s); schema at version {}", store::migrate::latest_version());
                 Ok(())
             }
