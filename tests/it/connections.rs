@@ -838,3 +838,32 @@ async fn transaction_pooling_cost() {
         );
     }
 }
+
+/// Behind a transaction-mode pooler the migration lock (a session advisory
+/// lock) would be lost: without a direct --migration-database-url, `serve`
+/// and `migrate` refuse at once, saying so.
+#[tokio::test]
+async fn transaction_pooling_needs_a_direct_migration_url() {
+    let url = database_url();
+    let cases: [&[&str]; 2] = [
+        &["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--transaction-pooling"],
+        &["migrate", "--transaction-pooling"],
+    ];
+    for args in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bi-data"));
+        cmd.args(args)
+            .args(["--database-url", &url])
+            .env("JWT_SECRET", SECRET)
+            .env_remove("MIGRATION_DATABASE_URL")
+            .env_remove("NO_MIGRATE");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(!out.status.success(), "{args:?} exited 0");
+        assert!(
+            last.starts_with("error: ")
+                && last.contains("--transaction-pooling needs --migration-database-url"),
+            "{args:?}: last line was {last:?}\n{stderr}"
+        );
+    }
+}
