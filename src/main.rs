@@ -35,18 +35,16 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(args, telemetry).await,
             Some(Command::Migrate(m)) if m.to.is_none() && !m.dry_run => {
                 let db = m.db;
-                let n = store::migrate::run(
-                    &db.migration_url().0,
-                    std::time::Duration::from_millis(db.connect_timeout_ms),
-                )
-                .await?;
+                let url = db.direct_migration_url().map_err(bi_data::error::Error::Startup)?;
+                let n = store::migrate::run(&url.0, std::time::Duration::from_millis(db.connect_timeout_ms))
+                    .await?;
                 println!("applied {n} migration(s); schema at version {}", store::migrate::latest_version());
                 Ok(())
             }
             Some(Command::Migrate(m)) => {
                 let timeout = Duration::from_millis(m.db.connect_timeout_ms);
-                let plan =
-                    store::migrate::migrate_to(&m.db.migration_url().0, timeout, m.to, m.dry_run).await?;
+                let url = m.db.direct_migration_url().map_err(bi_data::error::Error::Startup)?;
+                let plan = store::migrate::migrate_to(&url.0, timeout, m.to, m.dry_run).await?;
                 if plan.dry_run {
                     print!("{}", plan.script());
                 } else if plan.steps.is_empty() {

@@ -61,9 +61,7 @@ pub async fn finish(
 /// Deletes expired keys of every tenant (policy `purge_expired`); run by a
 /// background task.
 pub async fn purge_expired(store: &Store) -> Result<u64, Error> {
-    let client = store.primary().get().await.map_err(super::pool_error)?;
-    let n = client.execute(PURGE, &[]).await.map_err(super::db_error)?;
-    Ok(n)
+    store.execute_unscoped(PURGE).await
 }
 
 /// How often the sweeper runs.

@@ -94,10 +94,11 @@ pub async fn run(url: &str, connect_timeout: Duration) -> Result<usize, Error> {
     Ok(report.applied_migrations().len())
 }
 
-/// The newest applied version, read through the service's pool.
+/// The newest applied version, read through the service's pool (unnamed:
+/// one request, as a transaction-mode pooler needs).
 pub async fn applied_version(store: &super::Store) -> Result<i64, Error> {
     let client = store.primary().get().await.map_err(super::pool_error)?;
-    let row = client.query_one(APPLIED_VERSION, &[]).await.map_err(super::db_error)?;
+    let row = client.query_typed_one(APPLIED_VERSION, &[]).await.map_err(super::db_error)?;
     Ok(row.get(0))
 }
 

@@ -19,10 +19,11 @@ pub mod tls;
 mod value_sql;
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     task::Poll,
@@ -33,7 +34,7 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use tokio_postgres::{
-    Row,
+    Row, Statement,
     binary_copy::BinaryCopyInWriter,
     types::{ToSql, Type},
 };
@@ -66,6 +67,30 @@ const CANCEL_WITHIN: Duration = Duration::from_secs(2);
 /// Scopes a transaction: its tenant (what RLS compares rows with) and its
 /// statement timeout, both local to the transaction.
 const SET_SCOPE: &str = include_str!("sql/set_scope.sql").trim_ascii_end();
+
+/// BEGIN behind a transaction-mode pooler (`--transaction-pooling`): the
+/// role and the connection check hold for this transaction only (`SET
+/// LOCAL`), as the next one may run on another server connection. Names
+/// the role of [`APP_ROLE`].
+const BEGIN_POOLED: &str = include_str!("sql/begin_pooled.sql").trim_ascii_end();
+const BEGIN_READ_ONLY_POOLED: &str = include_str!("sql/begin_read_only_pooled.sql").trim_ascii_end();
+
+/// Whether the login may switch to [`APP_ROLE`], checked without leaving
+/// session state behind (a pooler would hand it to other clients).
+const CHECK_APP_ROLE: &str = include_str!("sql/check_app_role.sql").trim_ascii_end();
+
+/// Statement shapes whose parameter types are remembered (transaction
+/// pooling) before the memory is reset.
+const MAX_KNOWN_SHAPES: usize = 4096;
+
+fn begin_sql(read_only: bool, pooled: bool) -> &'static str {
+    match (read_only, pooled) {
+        (false, false) => "BEGIN",
+        (true, false) => "BEGIN READ ONLY",
+        (false, true) => BEGIN_POOLED,
+        (true, true) => BEGIN_READ_ONLY_POOLED,
+    }
+}
 
 fn scope_values(scope: &Scope) -> (String, String) {
     (scope.tenant.to_string(), format!("{}ms", scope.timeout.as_millis()))
@@ -130,6 +155,14 @@ struct Settings {
     /// The TLS of cancel requests (a connection of their own), per pool.
     cancel_tls: PgTls,
     replica_cancel_tls: Option<PgTls>,
+    /// `--transaction-pooling`: no session state, no statement prepared
+    /// beyond its transaction (statements are sent unnamed, typed with
+    /// `param_types`).
+    transaction_pooling: bool,
+    /// Parameter types per statement text, learned once per process (a
+    /// statement prepared and closed again inside a transaction): what an
+    /// unnamed statement needs to be sent in one round trip.
+    param_types: Mutex<HashMap<Box<str>, Arc<[Type]>>>,
 }
 
 /// Connection pools and per-statement settings. Cheap to clone.
@@ -161,7 +194,15 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(wait))
         .create_timeout(Some(Duration::from_millis(args.connect_timeout_ms)))
-        .recycle_timeout(Some(Duration::from_secs(2)))
+        .recycle_timeout(Some(Duration::from_secs(2)));
+    // Behind a transaction-mode pooler a session setting would stay on
+    // whichever server connection ran it: `Tx::start` sets both per
+    // transaction instead.
+    if args.transaction_pooling {
+        let pool = pool.build().map_err(|e| Error::Internal(format!("pool: {e}")))?;
+        return Ok((pool, db_name, server_address));
+    }
+    let pool = pool
         .post_create(Hook::async_fn(|client, _| {
             Box::pin(async move {
                 // The backend checks every second that the client is still
@@ -209,6 +250,8 @@ impl Store {
                 metrics: StoreMetrics::default(),
                 cancel_tls,
                 replica_cancel_tls,
+                transaction_pooling: args.transaction_pooling,
+                param_types: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -277,6 +320,32 @@ impl Store {
 
     pub fn primary(&self) -> &Pool {
         &self.primary
+    }
+
+    /// Runs one statement without parameters outside any tenant scope, as
+    /// [`APP_ROLE`] (the idempotency purge); returns the rows it touched.
+    /// Behind a transaction-mode pooler in a transaction of its own, with
+    /// the role set for it alone.
+    pub async fn execute_unscoped(&self, sql: &str) -> Result<u64, Error> {
+        let client = self.primary.get().await.map_err(pool_error)?;
+        if !self.settings.transaction_pooling {
+            return client.execute(sql, &[]).await.map_err(db_error);
+        }
+        let run = async {
+            client.batch_execute(BEGIN_POOLED).await?;
+            // Prepared, run and closed inside the transaction.
+            let n = client.execute(sql, &[]).await?;
+            client.batch_execute("COMMIT").await?;
+            Ok::<_, tokio_postgres::Error>(n)
+        };
+        match run.await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                // Possibly inside a failed transaction: not reused.
+                let _ = Object::take(client);
+                Err(db_error(e))
+            }
+        }
     }
 
     /// Connections the primary's pool holds at most.
@@ -387,10 +456,11 @@ impl Store {
         let mut tx = self.checkout(pool).await?;
         tx.rpc = scope.rpc.clone();
         // The scope statement touches no table: preparing it outside the
-        // transaction cannot wait on a lock.
+        // transaction cannot wait on a lock. (Behind a transaction-mode
+        // pooler nothing is prepared: it is sent unnamed.)
         let set_scope = tx.prepare_scope().await?;
         let (tenant, timeout) = scope_values(scope);
-        let scope_params: [&(dyn ToSql + Sync); 2] = [&tenant, &timeout];
+        let begin = begin_sql(true, self.settings.transaction_pooling);
         tx.open = true;
         // Requests leave in the order their futures are first polled
         // (`biased`): BEGIN, the scope, then the statements' preparation,
@@ -402,8 +472,8 @@ impl Store {
         // case) nothing is awaited in between: one round trip.
         let (begun, scoped, body) = tokio::join!(
             biased;
-            tx.client().batch_execute("BEGIN READ ONLY"),
-            tx.client().query(&set_scope, &scope_params),
+            tx.client().batch_execute(begin),
+            tx.set_scope(set_scope.as_ref(), &tenant, &timeout),
             async {
                 tx.prepare_all(statements).await?;
                 Ok::<_, Error>(tokio::join!(
@@ -495,23 +565,62 @@ impl Tx {
         self.rpc = scope.rpc.clone();
         let set_scope = self.prepare_scope().await?;
         let (tenant, timeout) = scope_values(scope);
-        let scope_params: [&(dyn ToSql + Sync); 2] = [&tenant, &timeout];
         self.open = true;
         let (begun, scoped) = tokio::join!(
             biased;
-            self.client().batch_execute(if read_only { "BEGIN READ ONLY" } else { "BEGIN" }),
-            self.client().query(&set_scope, &scope_params),
+            self.client().batch_execute(begin_sql(read_only, self.settings.transaction_pooling)),
+            self.set_scope(set_scope.as_ref(), &tenant, &timeout),
         );
         begun.map_err(db_error)?;
         scoped.map_err(db_error)?;
         Ok(())
     }
 
-    /// The scope statement, prepared once per connection. Like BEGIN and
-    /// COMMIT it is transaction control, sent directly rather than through
-    /// `query`.
-    async fn prepare_scope(&self) -> Result<tokio_postgres::Statement, Error> {
-        self.client().prepare_cached(SET_SCOPE).await.map_err(db_error)
+    /// The scope statement, prepared once per connection; none behind a
+    /// transaction-mode pooler (`set_scope` sends it unnamed). Like BEGIN
+    /// and COMMIT it is transaction control, sent directly rather than
+    /// through `query`.
+    async fn prepare_scope(&self) -> Result<Option<Statement>, Error> {
+        if self.settings.transaction_pooling {
+            return Ok(None);
+        }
+        self.client().prepare_cached(SET_SCOPE).await.map(Some).map_err(db_error)
+    }
+
+    /// Sends the scope statement (prepared, or unnamed with its two text
+    /// parameters); the request leaves on the first poll.
+    async fn set_scope(
+        &self,
+        prepared: Option<&Statement>,
+        tenant: &String,
+        timeout: &String,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match prepared {
+            Some(stmt) => self.client().query(stmt, &[tenant, timeout]).await,
+            None => {
+                self.client().query_typed(SET_SCOPE, &[(tenant, Type::TEXT), (timeout, Type::TEXT)]).await
+            }
+        }
+    }
+
+    /// The parameter types of `sql` (transaction pooling), learned the
+    /// first time inside this transaction: prepared under a name of its own
+    /// and closed again at once, so the Close reaches the server connection
+    /// before COMMIT and nothing outlives the transaction there. Answers
+    /// without awaiting anything when known (pipelining relies on it).
+    async fn param_types(&self, sql: &str) -> Result<Arc<[Type]>, tokio_postgres::Error> {
+        if let Some(types) = self.settings.param_types.lock().expect("not poisoned").get(sql) {
+            return Ok(types.clone());
+        }
+        let stmt = self.client().prepare(sql).await?;
+        let types: Arc<[Type]> = stmt.params().into();
+        drop(stmt);
+        let mut known = self.settings.param_types.lock().expect("not poisoned");
+        if known.len() >= MAX_KNOWN_SHAPES {
+            known.clear();
+        }
+        known.insert(sql.into(), types.clone());
+        Ok(types)
     }
 
     /// Prepares (or finds cached) every statement, inside the transaction
@@ -521,7 +630,11 @@ impl Tx {
         for (sql, _) in statements {
             let start = Instant::now();
             let in_flight = InFlight(&self.abandoned);
-            let prepared = self.client().prepare_cached(sql).await;
+            let prepared = if self.settings.transaction_pooling {
+                self.param_types(sql).await.map(drop)
+            } else {
+                self.client().prepare_cached(sql).await.map(drop)
+            };
             in_flight.done();
             if let Err(e) = prepared {
                 let (span, _) = self.statement_span(sql, None);
@@ -557,6 +670,15 @@ impl Tx {
         let client = self.client();
         let in_flight = InFlight(&self.abandoned);
         let result = async {
+            if self.settings.transaction_pooling {
+                // Unnamed: Parse, Bind, Execute in one request, so nothing
+                // prepared is left for the next transaction, which may run
+                // on another server connection.
+                let types = self.param_types(sql).await?;
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                    params.iter().copied().zip(types.iter().cloned()).collect();
+                return client.query_typed(sql, &typed).await;
+            }
             let stmt = client.prepare_cached(sql).await?;
             client.query(&stmt, params).await
         }
@@ -764,8 +886,10 @@ pub fn shape(sql: &str) -> (&'static str, &str) {
     (op, table)
 }
 
-/// Connects once as the service would (the login, then `SET ROLE
-/// bi_data_app`), so `serve` can say at start what keeps it from working.
+/// Connects once as the service would (the login, then `SET LOCAL ROLE
+/// bi_data_app` in a transaction rolled back: no session state is left,
+/// which behind a pooler would stay on a server connection), so `serve` can
+/// say at start what keeps it from working.
 /// The error is one line naming the cause and what to do.
 pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<(), Error> {
     let (mut cfg, tls) = tls::connector_for(url)
@@ -819,7 +943,7 @@ pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<()
     };
     let (client, conn) = cfg.connect(tls).await.map_err(|e| explain(&e))?;
     let task = tokio::spawn(conn);
-    let result = client.batch_execute(&format!("SET ROLE {APP_ROLE}")).await.map_err(|e| explain(&e));
+    let result = client.batch_execute(CHECK_APP_ROLE).await.map_err(|e| explain(&e));
     drop(client);
     task.abort();
     result

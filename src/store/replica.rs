@@ -281,11 +281,15 @@ impl Replica {
     }
 }
 
+/// One position, over the simple protocol: no prepared statement, so it
+/// works behind a transaction-mode pooler too.
 async fn position(pool: &Pool, sql: &str) -> Result<Option<u64>, crate::error::Error> {
     let client = pool.get().await.map_err(super::pool_error)?;
-    let row = client.query_one(sql, &[]).await.map_err(super::db_error)?;
-    let v: Option<i64> = row.get(0);
-    Ok(v.map(|v| v.max(0) as u64))
+    let answers = client.simple_query(sql).await.map_err(super::db_error)?;
+    Ok(answers.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse::<u64>().ok()),
+        _ => None,
+    }))
 }
 
 /// Watches the replica until the store closes.

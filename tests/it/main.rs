@@ -7,6 +7,7 @@ mod cache;
 mod common;
 mod companies;
 mod conformance;
+mod connections;
 mod deadlines;
 mod demo_data;
 mod documents;

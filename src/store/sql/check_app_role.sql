@@ -1,0 +1,1 @@
+BEGIN; SET LOCAL ROLE bi_data_app; ROLLBACK
