@@ -68,6 +68,16 @@ fn pg_start(dir: &Path, port: u16) {
     assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A new temporary folder for a cluster, owned by `postgres`.
+fn cluster_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bi-data-pg-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status().unwrap().success()
+    );
+    dir
+}
+
 /// A PostgreSQL cluster of the test's own: its folder, port, and the roles
 /// and database of a bi-data deployment (as scripts/dev-env.sh sets up).
 pub struct PrivatePg {
@@ -78,15 +88,7 @@ pub struct PrivatePg {
 impl PrivatePg {
     pub async fn start() -> PrivatePg {
         tokio::task::spawn_blocking(|| {
-            let dir = std::env::temp_dir().join(format!("bi-data-pg-{}", Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).unwrap();
-            assert!(
-                Command::new("chown")
-                    .args(["postgres:postgres", dir.to_str().unwrap()])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            let dir = cluster_dir();
             let data = dir.join("data");
             let out = as_postgres(
                 &format!("{PG_BIN}/initdb"),
@@ -219,15 +221,7 @@ impl PrivatePg {
     pub async fn replica(&self) -> PrivatePg {
         let primary = self.port.to_string();
         tokio::task::spawn_blocking(move || {
-            let dir = std::env::temp_dir().join(format!("bi-data-pg-{}", Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).unwrap();
-            assert!(
-                Command::new("chown")
-                    .args(["postgres:postgres", dir.to_str().unwrap()])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            let dir = cluster_dir();
             let data = dir.join("data");
             let out = as_postgres(
                 &format!("{PG_BIN}/pg_basebackup"),
