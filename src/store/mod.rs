@@ -96,6 +96,17 @@ fn scope_values(scope: &Scope) -> (String, String) {
     (scope.tenant.to_string(), format!("{}ms", scope.timeout.as_millis()))
 }
 
+/// `work` on the replica, given up (as UNAVAILABLE, so it runs again on the
+/// primary) when the replica is found down meanwhile: a replica that hangs
+/// does not answer, and would hold the read until its deadline.
+async fn until_down<T>(replica: &Replica, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::select! {
+        biased;
+        r = work => r,
+        () = replica.went_down() => Err(Error::Unavailable("the read replica went down mid-read".into())),
+    }
+}
+
 /// Awaits futures together, polling them in the order given. tokio-postgres
 /// sends a request when its future is first polled, so requests leave in
 /// this order, in one write, and their answers come back in it.
@@ -369,7 +380,7 @@ impl Store {
     /// cannot give a connection is marked down and the primary used.
     pub async fn begin_read(&self, scope: &Scope) -> Result<Tx, Error> {
         match self.read_pool(scope) {
-            (pool, Some(replica)) => match self.begin_on(pool, scope, true).await {
+            (pool, Some(replica)) => match until_down(replica, self.begin_on(pool, scope, true)).await {
                 Err(Error::Unavailable(_)) => {
                     self.replica_failed(replica);
                     self.begin_on(&self.primary, scope, true).await
@@ -436,7 +447,7 @@ impl Store {
         statements: &[(&str, &Params<'_>)],
     ) -> Result<Vec<Vec<Row>>, Error> {
         match self.read_pool(scope) {
-            (pool, Some(replica)) => match self.read_on(pool, scope, statements).await {
+            (pool, Some(replica)) => match until_down(replica, self.read_on(pool, scope, statements)).await {
                 Err(Error::Unavailable(_)) => {
                     self.replica_failed(replica);
                     self.read_on(&self.primary, scope, statements).await

@@ -156,6 +156,10 @@ pub struct Replica {
     samples: Mutex<VecDeque<(Instant, u64)>>,
     /// The last check failed and said so in the log (said once per outage).
     warned: AtomicBool,
+    /// Moves every time the replica is found down: reads in flight on it
+    /// stop waiting (a replica that hangs rather than refuses would
+    /// otherwise hold them until their deadline) and go to the primary.
+    downs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Replica {
@@ -169,6 +173,7 @@ impl Replica {
             writes: Mutex::new(HashMap::new()),
             samples: Mutex::new(VecDeque::new()),
             warned: AtomicBool::new(false),
+            downs: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -214,8 +219,19 @@ impl Replica {
     /// A read on the replica failed as if it were gone: no reads go there
     /// until the next check succeeds.
     pub fn mark_down(&self) {
+        self.downs.send_modify(|n| *n += 1);
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!("read replica failed a read; reads go to the primary until it answers a check");
+        }
+    }
+
+    /// Resolves when the replica is next found down (after this call).
+    pub fn went_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.downs.subscribe();
+        async move {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -272,6 +288,7 @@ impl Replica {
 
     fn down(&self, why: &'static str, error: Option<crate::error::Error>) {
         self.up.store(false, Ordering::Relaxed);
+        self.downs.send_modify(|n| *n += 1);
         if !self.warned.swap(true, Ordering::Relaxed) {
             match error {
                 Some(e) => tracing::warn!(error = %e, "{why}; reads go to the primary"),

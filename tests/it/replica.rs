@@ -325,3 +325,63 @@ async fn under_load_with_a_lagging_then_dead_replica_every_caller_reads_its_writ
     assert!(lagging >= 1.0, "the paused replica was never judged lagging");
     assert!(down + failed >= 1.0, "the dead replica was never skipped");
 }
+
+/// A replica that hangs (SIGSTOP: it neither answers nor refuses) holds no
+/// read beyond the connect timeout: the check that times out marks it down,
+/// the read waiting on it gives up and runs on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_is_skipped_within_its_connect_timeout() {
+    let primary = PrivatePg::start().await;
+    let a = TestApp::spawn_on(&primary.url(), &[]).await;
+    a.stop().await;
+    let replica = primary.replica().await;
+    let s = replica_server(&primary, &replica, "60000").await; // --connect-timeout-ms 1000
+    let mut c = JobServiceClient::new(s.channel.clone());
+    let t = Tenant::new();
+    let (id, _) = create(&mut c, &t, "hung").await;
+    let standby = replica.superuser().await;
+    while !replayed(&standby, &id).await {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(standby);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = scrape(s.metrics_addr).await;
+    assert_eq!(get(&mut c, &t, &id, None).await, Ok(()));
+    let mid = scrape(s.metrics_addr).await;
+    assert_eq!(
+        reads(&mid, "replica", "replica") - reads(&before, "replica", "replica"),
+        1.0,
+        "read on the replica"
+    );
+
+    replica.freeze(true);
+    let frozen = Instant::now();
+    let mut req = authed(&t.reader, GetJobRequest { id: id.clone() });
+    req.set_timeout(Duration::from_secs(20));
+    let r = c.get_job(req).await;
+    let first = frozen.elapsed();
+    let second_started = Instant::now();
+    let r2 = get(&mut c, &t, &id, None).await;
+    let second = second_started.elapsed();
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        until_replica(&s, ServingStatus::NotServing, Duration::from_secs(5)),
+    )
+    .await;
+    let after = scrape(s.metrics_addr).await;
+    replica.freeze(false);
+    assert!(r.is_ok(), "the read on the hung replica failed: {r:?}");
+    assert_eq!(r2, Ok(()));
+    // The check's bound (1 s), a tick, and room for a loaded machine; a read
+    // left waiting on the replica would take the whole 20 s deadline.
+    assert!(first < Duration::from_secs(6), "the read waited {first:?} on a hung replica");
+    assert!(health.is_ok(), "the hung replica was never reported NOT_SERVING");
+    let moved = |reason: &str| reads(&after, "primary", reason) - reads(&mid, "primary", reason);
+    assert!(moved("replica_failed") + moved("replica_down") >= 1.0, "{after:#?}");
+    let back = until_replica(&s, ServingStatus::Serving, Duration::from_secs(15)).await;
+    println!(
+        "REPLICA hung: first read answered in {first:?} (connect timeout 1 s), the next in {second:?}; \
+         SERVING again {back:?} after SIGCONT; load {}",
+        load_average()
+    );
+}

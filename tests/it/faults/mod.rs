@@ -251,6 +251,17 @@ impl PrivatePg {
         .unwrap()
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to the postmaster and every
+    /// backend: a server that hangs (accepts nothing, answers nothing)
+    /// rather than refuses, or resumes.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let _ = Command::new("pkill").args([sig, "-P", &pid]).status();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
     /// Stops the cluster at once (`pg_ctl stop -m immediate`).
     pub async fn stop_immediate(&self) {
         let dir = self.dir.clone();
