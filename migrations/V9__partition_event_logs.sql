@@ -133,10 +133,17 @@ DECLARE
     cutoff timestamptz := (date_trunc('month', now() AT TIME ZONE 'UTC')
                            - make_interval(months => keep_months)) AT TIME ZONE 'UTC';
     r record;
+    names text[] := '{}';
+    los timestamptz[] := '{}';
+    his timestamptz[] := '{}';
+    counts bigint[] := '{}';
+    n bigint;
 BEGIN
     IF keep_months IS NULL OR keep_months < 1 THEN
         RAISE EXCEPTION 'keep_months must be at least 1, not %', keep_months;
     END IF;
+    -- Counted first, detached after: DETACH locks the parent (writers of
+    -- the log wait) until COMMIT, so nothing slow runs once it is taken.
     FOR r IN
         SELECT c.relname AS name,
                substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''([^'']+)''\)')::timestamptz AS lo,
@@ -146,13 +153,20 @@ BEGIN
          ORDER BY 2
     LOOP
         CONTINUE WHEN r.hi > cutoff;
-        partition := r.name;
-        range_from := r.lo;
-        range_to := r.hi;
         EXECUTE format('ALTER TABLE %I NO FORCE ROW LEVEL SECURITY', r.name); -- to count its rows
-        EXECUTE format('SELECT count(*) FROM %I', r.name) INTO row_count;
-        EXECUTE format('ALTER TABLE %s DETACH PARTITION %I', parent, r.name);
-        EXECUTE format('DROP TABLE %I', r.name);
+        EXECUTE format('SELECT count(*) FROM %I', r.name) INTO n;
+        names := names || r.name::text;
+        los := los || r.lo;
+        his := his || r.hi;
+        counts := counts || n;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(names, 1), 0) LOOP
+        EXECUTE format('ALTER TABLE %s DETACH PARTITION %I', parent, names[i]);
+        EXECUTE format('DROP TABLE %I', names[i]);
+        partition := names[i];
+        range_from := los[i];
+        range_to := his[i];
+        row_count := counts[i];
         RETURN NEXT;
     END LOOP;
 END

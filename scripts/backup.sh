@@ -259,14 +259,19 @@ cmd_base() {
     tmp="$BACKUPS/.$name.partial"
     rm -rf "$tmp"
     mkdir -p "$tmp"
-    local t0 t_end
+    # A failed or refused backup leaves nothing behind (after the final
+    # rename there is nothing here to remove).
+    CLEANUP+=("$tmp")
+    local t0 t_end t_end_us
     t0=$(now_us)
     local target=$tmp
     [[ $FORMAT == plain ]] && target="$tmp/data"
     log "pg_basebackup ($FORMAT, WAL streamed, label $LABEL) into $dir"
     "$PG_BIN/pg_basebackup" -d "$URL" -D "$target" -F "${FORMAT:0:1}" -X stream -c fast -w \
         -l "$LABEL" --manifest-checksums=SHA256
-    t_end=$(date -u +%s)
+    # When pg_basebackup returned: the backup's end point is before it.
+    t_end_us=$(date -u +%s%6N)
+    t_end=$((t_end_us / 1000000))
     "$PSQL" "$URL" -X -q -At -v ON_ERROR_STOP=1 -f "$SQL_DIR/server_settings.sql" >"$tmp/server.conf"
     local label_text manifest
     if [[ $FORMAT == tar ]]; then
@@ -297,6 +302,7 @@ START_WAL_FILE=$start_wal
 START_TIME=$start_time
 END_LSN=$end_lsn
 END_EPOCH=$((t_end + 1))
+END_EPOCH_US=$t_end_us
 END_TIME=$(date -u -d "@$((t_end + 1))" '+%Y-%m-%d %H:%M:%S+00')
 SIZE_BYTES=$size
 DURATION=$secs
@@ -357,7 +363,11 @@ pick_backup() {
         if [[ -n $TO_LSN ]]; then
             (($(lsn_num "$(info_get "$f" END_LSN)") <= $(lsn_num "$TO_LSN"))) && chosen=$b
         elif [[ -n $TO_TIME ]]; then
-            (($(info_get "$f" END_EPOCH) <= TARGET_EPOCH)) && chosen=$b
+            # Microseconds (older backups: the second after their end).
+            local end_us
+            end_us=$(info_get "$f" END_EPOCH_US)
+            [[ -n $end_us ]] || end_us=$(($(info_get "$f" END_EPOCH) * 1000000))
+            ((end_us <= TARGET_EPOCH_US)) && chosen=$b
         else
             chosen=$b
         fi
@@ -379,7 +389,11 @@ cmd_restore() {
     ((targets == 1)) || die "restore needs exactly one of --to-time, --to-lsn, --latest"
     if [[ -n $TO_TIME ]]; then
         [[ $TO_TIME != *"'"* ]] || die "--to-time holds a quote"
-        TARGET_EPOCH=$(date -u -d "$TO_TIME" +%s) ||
+        # The backup is chosen in UTC, the restored server reads the target in
+        # its own time zone: without an offset the two could differ.
+        [[ $TO_TIME =~ ([+-][0-9]{2}(:?[0-9]{2})?|Z|UTC)$ ]] ||
+            die "--to-time needs its UTC offset (e.g. '2026-12-07 01:02:03+00:00' or '...Z')"
+        TARGET_EPOCH_US=$(date -u -d "$TO_TIME" +%s%6N) ||
             die "date cannot read --to-time '$TO_TIME' (use e.g. '2026-12-07 01:02:03.456+00:00'), or name the backup with --backup"
     fi
     [[ -n $TO_LSN ]] && lsn_num "$TO_LSN" >/dev/null

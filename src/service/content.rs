@@ -22,6 +22,7 @@ use crate::{
         Scope,
         content::{self, CHUNK_BYTES},
         records::{self, View},
+        replica::before_write,
     },
 };
 
@@ -99,7 +100,7 @@ impl Service {
             .map_err(|_| Error::Unavailable("too many uploads in progress; retry later".into()))?
             .map_err(|_| Error::Internal("upload slots closed".into()))?;
         // Before any byte is stored: the record must be there and live.
-        let seen = records::read_one(&self.store, scope, res, id, View::Basic)
+        let seen = before_write(records::read_one(&self.store, scope, res, id, View::Basic))
             .await?
             .ok_or_else(|| not_found(res, id))?;
         refuse_deleted(res, &seen)?;

@@ -385,6 +385,11 @@ impl Store {
                     self.replica_failed(replica);
                     self.begin_on(&self.primary, scope, true).await
                 }
+                Ok(mut tx) => {
+                    // Its statements stop waiting if the replica is found down.
+                    tx.on_replica = self.replica.clone();
+                    Ok(tx)
+                }
                 other => other,
             },
             (pool, None) => self.begin_on(pool, scope, true).await,
@@ -423,6 +428,7 @@ impl Store {
             abandoned: AtomicBool::new(false),
             rpc: None,
             wrote: None,
+            on_replica: None,
         })
     }
 
@@ -555,6 +561,8 @@ pub struct Tx {
     rpc: Option<Arc<str>>,
     /// A write transaction with a replica: whom its commit position is for.
     wrote: Option<WriteNote>,
+    /// A read transaction on the replica (see [`until_down`]).
+    on_replica: Option<Arc<Replica>>,
 }
 
 /// Whose reads must wait for a write transaction's commit.
@@ -693,8 +701,21 @@ impl Tx {
             let stmt = client.prepare_cached(sql).await?;
             client.query(&stmt, params).await
         }
-        .instrument(span.clone())
-        .await;
+        .instrument(span.clone());
+        let result = match &self.on_replica {
+            None => result.await,
+            Some(replica) => {
+                let down = replica.went_down();
+                tokio::select! {
+                    biased;
+                    r = result => r,
+                    // `in_flight` is dropped unfinished: the transaction is
+                    // abandoned (its statement cancelled, its connection not
+                    // reused).
+                    () = down => return Err(Error::Unavailable("the read replica went down mid-read".into())),
+                }
+            }
+        };
         in_flight.done();
         self.finish_statement(&span, sql, start, result)
     }

@@ -95,8 +95,8 @@ impl CallLsn {
 }
 
 tokio::task_local! {
-    /// Set while a read's result is going into the shared cache.
-    static FOR_SHARED_CACHE: ();
+    /// Set (to the reason) while a read must see the primary.
+    static ON_PRIMARY: &'static str;
 }
 
 /// Runs `read` on the primary whatever the replica's state: its result
@@ -109,11 +109,14 @@ tokio::task_local! {
 /// the cache does not keep (plain pages, exports, basic views) and every
 /// read when no cache is configured.
 pub async fn for_shared_cache<F: std::future::Future>(read: F) -> F::Output {
-    FOR_SHARED_CACHE.scope((), read).await
+    ON_PRIMARY.scope(reason::CACHE_FILL, read).await
 }
 
-fn filling_shared_cache() -> bool {
-    FOR_SHARED_CACHE.try_with(|_| ()).is_ok()
+/// Runs `read` on the primary: a check a write makes before its own
+/// transaction (the record it is about to change must be there), which must
+/// see what any server wrote, not what the replica has replayed.
+pub async fn before_write<F: std::future::Future>(read: F) -> F::Output {
+    ON_PRIMARY.scope(reason::BEFORE_WRITE, read).await
 }
 
 /// Why a read went where it went (the `reason` label of
@@ -126,6 +129,7 @@ pub mod reason {
     pub const BEHIND_CALLER: &str = "replica_behind_caller";
     pub const FAILED: &str = "replica_failed";
     pub const CACHE_FILL: &str = "cache_fill";
+    pub const BEFORE_WRITE: &str = "before_write";
 }
 
 /// What health details and metrics show of the replica.
@@ -191,8 +195,8 @@ impl Replica {
     /// `Ok` when a read of `tenant` that must see `min` may go to the
     /// replica, else the reason it goes to the primary.
     pub fn route(&self, tenant: Uuid, min: Lsn) -> Result<(), &'static str> {
-        if filling_shared_cache() {
-            return Err(reason::CACHE_FILL);
+        if let Ok(why) = ON_PRIMARY.try_with(|why| *why) {
+            return Err(why);
         }
         if !self.up.load(Ordering::Relaxed) {
             return Err(reason::DOWN);
@@ -218,8 +222,9 @@ impl Replica {
 
     /// A read on the replica failed as if it were gone: no reads go there
     /// until the next check succeeds.
+    /// Reads in flight on it are left to finish (it may only be busy: a
+    /// pool wait timed out); the watcher's next check decides.
     pub fn mark_down(&self) {
-        self.downs.send_modify(|n| *n += 1);
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!("read replica failed a read; reads go to the primary until it answers a check");
         }
@@ -269,7 +274,14 @@ impl Replica {
                 return;
             }
         };
-        self.replay.fetch_max(replay, Ordering::Relaxed);
+        // Behind what it already said it had replayed (another server behind
+        // the same name, or restarted at an older point): writes known to be
+        // replayed may be missing there. Not used until it is back there.
+        if replay < self.replay.load(Ordering::Relaxed) {
+            self.down("the read replica's replay position went backwards", None);
+            return;
+        }
+        self.replay.store(replay, Ordering::Relaxed);
         let lag = {
             let s = self.samples.lock().expect("not poisoned");
             // The first time the primary stood beyond the replay position.

@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bi_data::pb::{CreateJobRequest, GetJobRequest, ListJobsRequest, job_service_client::JobServiceClient};
+use bi_data::pb::{
+    CreateJobRequest, GetJobRequest, ListJobsRequest, SearchJobsRequest, job_service_client::JobServiceClient,
+};
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -358,7 +360,15 @@ async fn a_hung_replica_is_skipped_within_its_connect_timeout() {
     let frozen = Instant::now();
     let mut req = authed(&t.reader, GetJobRequest { id: id.clone() });
     req.set_timeout(Duration::from_secs(20));
-    let r = c.get_job(req).await;
+    // A search in flight on the replica at the same time (a transaction of
+    // its own: begin_read, then statements).
+    let mut search = authed(&t.reader, SearchJobsRequest { query: "hung".into(), ..Default::default() });
+    search.set_timeout(Duration::from_secs(20));
+    let mut cs = c.clone();
+    let (r, searched) = tokio::join!(c.get_job(req), async {
+        let r = cs.search_jobs(search).await;
+        (r.map(|_| ()).map_err(|s| s.code()), frozen.elapsed())
+    });
     let first = frozen.elapsed();
     let second_started = Instant::now();
     let r2 = get(&mut c, &t, &id, None).await;
@@ -375,13 +385,20 @@ async fn a_hung_replica_is_skipped_within_its_connect_timeout() {
     // The check's bound (1 s), a tick, and room for a loaded machine; a read
     // left waiting on the replica would take the whole 20 s deadline.
     assert!(first < Duration::from_secs(6), "the read waited {first:?} on a hung replica");
+    // A search either ran before the freeze or on the primary, or gave up
+    // UNAVAILABLE (retryable) when the replica was found down: it does not
+    // wait out its deadline.
+    assert!(matches!(searched.0, Ok(()) | Err(Code::Unavailable)), "{searched:?}");
+    assert!(searched.1 < Duration::from_secs(6), "the search waited {:?} on a hung replica", searched.1);
     assert!(health.is_ok(), "the hung replica was never reported NOT_SERVING");
     let moved = |reason: &str| reads(&after, "primary", reason) - reads(&mid, "primary", reason);
     assert!(moved("replica_failed") + moved("replica_down") >= 1.0, "{after:#?}");
     let back = until_replica(&s, ServingStatus::Serving, Duration::from_secs(15)).await;
     println!(
         "REPLICA hung: first read answered in {first:?} (connect timeout 1 s), the next in {second:?}; \
-         SERVING again {back:?} after SIGCONT; load {}",
+         a search in flight answered {:?} after {:?}; SERVING again {back:?} after SIGCONT; load {}",
+        searched.0,
+        searched.1,
         load_average()
     );
 }
