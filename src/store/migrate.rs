@@ -57,23 +57,11 @@ fn known_migrations() -> Vec<Migration> {
     known
 }
 
-/// Connects with the migration URL, with the same TLS (sslmode,
-/// sslrootcert) as the service's pools; the connection's task runs until
-/// aborted.
+/// Connects with the migration URL (see [`super::connect_owner`]).
 async fn connect(url: &str, connect_timeout: Duration) -> Result<(Client, JoinHandle<()>), Error> {
-    let (mut cfg, tls) =
-        super::tls::connector_for(url).map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
-    cfg.connect_timeout(connect_timeout);
-    cfg.application_name("bi-data migrate");
-    let (client, conn) = cfg.connect(tls).await.map_err(|e| {
-        let why = super::tls::tls_failure(&e).unwrap_or_else(|| e.to_string());
-        tracing::error!(error = %why, "cannot connect to apply migrations");
-        Error::Unavailable(format!("cannot connect to the database to migrate: {why}"))
-    })?;
-    let conn_task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok((client, conn_task))
+    super::connect_owner(url, connect_timeout, "bi-data migrate", "migrate").await.inspect_err(|e| {
+        tracing::error!(error = %e, "cannot connect to apply migrations");
+    })
 }
 
 /// Applies pending migrations; returns how many were applied.

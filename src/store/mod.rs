@@ -184,7 +184,9 @@ pub struct Store {
     settings: Arc<Settings>,
 }
 
-fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error> {
+/// The pool of `url`, its database name and host (for spans) and its TLS
+/// (for the cancel requests of its connections).
+fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String, PgTls), Error> {
     // sslmode / sslrootcert of the URL: the connector encrypts and verifies.
     let (mut cfg, tls) = tls::connector_for(url)?;
     cfg.connect_timeout(Duration::from_millis(args.connect_timeout_ms));
@@ -198,7 +200,8 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "localhost".to_owned(),
     };
-    let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let mgr =
+        Manager::from_config(cfg, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let wait = Duration::from_millis(args.pool_wait_ms);
     let pool = Pool::builder(mgr)
         .max_size(args.pool_size())
@@ -211,7 +214,7 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
     // transaction instead.
     if args.transaction_pooling {
         let pool = pool.build().map_err(|e| Error::Internal(format!("pool: {e}")))?;
-        return Ok((pool, db_name, server_address));
+        return Ok((pool, db_name, server_address, tls));
     }
     let pool = pool
         .post_create(Hook::async_fn(|client, _| {
@@ -230,24 +233,20 @@ fn build_pool(url: &str, args: &DbArgs) -> Result<(Pool, String, String), Error>
         }))
         .build()
         .map_err(|e| Error::Internal(format!("pool: {e}")))?;
-    Ok((pool, db_name, server_address))
+    Ok((pool, db_name, server_address, tls))
 }
 
 impl Store {
     /// Builds the pools; connections are opened lazily.
     pub fn new(args: &DbArgs, slow_query: Duration) -> Result<Store, Error> {
-        let (primary, db_name, server_address) = build_pool(&args.database_url.0, args)?;
-        let replica = match &args.replica_url {
-            Some(url) => Some(Arc::new(Replica::new(
-                build_pool(&url.0, args)?.0,
-                Duration::from_millis(args.replica_max_lag_ms),
-            ))),
-            None => None,
-        };
-        let cancel_tls = tls::connector_for(&args.database_url.0)?.1;
-        let replica_cancel_tls = match &args.replica_url {
-            Some(url) => Some(tls::connector_for(&url.0)?.1),
-            None => None,
+        let (primary, db_name, server_address, cancel_tls) = build_pool(&args.database_url.0, args)?;
+        let (replica, replica_cancel_tls) = match &args.replica_url {
+            Some(url) => {
+                let (pool, _, _, tls) = build_pool(&url.0, args)?;
+                let lag = Duration::from_millis(args.replica_max_lag_ms);
+                (Some(Arc::new(Replica::new(pool, lag))), Some(tls))
+            }
+            None => (None, None),
         };
         Ok(Store {
             primary,
@@ -979,6 +978,30 @@ pub async fn check_connection(url: &str, connect_timeout: Duration) -> Result<()
     drop(client);
     task.abort();
     result
+}
+
+/// A connection of its own to `url` (the owner's: migrations, partition
+/// maintenance), with the same TLS (sslmode, sslrootcert) as the pools;
+/// its task runs until aborted. `purpose` completes "cannot connect to the
+/// database to …".
+pub(crate) async fn connect_owner(
+    url: &str,
+    connect_timeout: Duration,
+    application_name: &str,
+    purpose: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), Error> {
+    let (mut cfg, tls) =
+        tls::connector_for(url).map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
+    cfg.connect_timeout(connect_timeout);
+    cfg.application_name(application_name);
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| {
+        let why = tls::tls_failure(&e).unwrap_or_else(|| e.to_string());
+        Error::Unavailable(format!("cannot connect to the database to {purpose}: {why}"))
+    })?;
+    let conn_task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((client, conn_task))
 }
 
 /// Maps a driver error by SQLSTATE; details go to the log, not the caller.

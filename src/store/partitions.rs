@@ -84,16 +84,8 @@ pub struct Report {
 
 /// One maintenance run against the database at `url` (the owner's).
 pub async fn maintain(url: &str, connect_timeout: Duration, policy: &Policy) -> Result<Report, Error> {
-    // The same TLS (sslmode, sslrootcert) as the service's pools.
-    let (mut cfg, tls) =
-        super::tls::connector_for(url).map_err(|e| Error::Internal(format!("invalid migration URL: {e}")))?;
-    cfg.connect_timeout(connect_timeout);
-    cfg.application_name("bi-data partitions");
-    let (mut client, conn) = cfg.connect(tls).await.map_err(|e| {
-        let why = super::tls::tls_failure(&e).unwrap_or_else(|| e.to_string());
-        Error::Unavailable(format!("cannot connect to maintain partitions: {why}"))
-    })?;
-    let conn_task = tokio::spawn(conn);
+    let (mut client, conn_task) =
+        super::connect_owner(url, connect_timeout, "bi-data partitions", "maintain partitions").await?;
     let result = run(&mut client, policy).await;
     drop(client);
     conn_task.abort();
