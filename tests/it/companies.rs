@@ -657,6 +657,50 @@ async fn jobs_link_to_companies_by_name_key_in_bulk() {
     app.stop().await;
 }
 
+/// V10 replaced the suffix regular expression of `bi_company_key` with a
+/// loop over the last words; the keys must be exactly V3's (the index and
+/// `companies.name_key` were built with them). Every combination of a
+/// stem, a run of legal suffixes and separators, compared in PostgreSQL.
+#[tokio::test]
+async fn the_company_key_is_the_one_of_the_v3_expression() {
+    let db = raw_db().await;
+    let stems = ["", "Acme", "ACME Data", "  Société Générale ", "Inc", "co", "Big.Co", "x-y_z", "日本 株式"];
+    let suffixes = [
+        "",
+        " Inc",
+        " inc.",
+        ", Inc",
+        " Corp Ltd",
+        " CO co",
+        " GmbH & Co. KG",
+        " L.L.C.",
+        "Inc",
+        " incx",
+        " Company!!",
+    ];
+    let names: Vec<String> = stems
+        .iter()
+        .flat_map(|s| {
+            suffixes.iter().flat_map(move |x| [format!("{s}{x}"), format!("{x}{s}"), format!("{s}{x}{x}")])
+        })
+        .collect();
+    let row = db
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE bi_company_key(n) IS DISTINCT FROM v3), \
+             (array_agg(n) FILTER (WHERE bi_company_key(n) IS DISTINCT FROM v3))[1] \
+             FROM (SELECT n, coalesce(nullif(btrim(regexp_replace(k, '( (inc|incorporated|corp|corporation|co|company|ltd|limited|llc|llp|lp|plc|gmbh|mbh|ag|kg|kgaa|se|sa|sas|sarl|srl|spa|bv|nv|oy|oyj|ab|as|aps|pty|pte|pvt|kk))+$', '')), ''), k) AS v3 \
+                   FROM (SELECT n, btrim(regexp_replace(lower(n), '[^[:alnum:]]+', ' ', 'g')) AS k FROM unnest($1::text[]) n) s) c",
+            &[&names],
+        )
+        .await
+        .expect("compare");
+    let (total, differ, first): (i64, i64, Option<String>) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(total, names.len() as i64);
+    assert_eq!(differ, 0, "first name whose key changed: {first:?}");
+    let key: String = db.query_one("SELECT bi_company_key('ACME, Inc. Ltd')", &[]).await.expect("key").get(0);
+    assert_eq!(key, "acme");
+}
+
 #[tokio::test]
 async fn an_import_rejects_rows_naming_a_company_that_does_not_exist() {
     let app = TestApp::spawn().await;

@@ -794,3 +794,57 @@ async fn an_import_key_repeated_across_batches_keeps_its_last_row() {
         .into_inner();
     assert_eq!((stored.received, stored.inserted, stored.updated), (4100, 4099, 1));
 }
+
+/// V10 wrote `bi_prefixed` out inside `bi_job_vector`; the vectors must be
+/// exactly V7's (the stored search vectors were computed with it). Titles,
+/// companies, keywords and descriptions, empty and NULL ones included,
+/// compared in PostgreSQL against the V7 expression.
+#[tokio::test]
+async fn the_job_vector_is_the_one_of_v7() {
+    let db = raw_db().await;
+    let titles = ["Senior Rust Engineer", "", "the a of", "C++ / Go: développeur", "Data  Data data"];
+    let companies = ["Acme Corp.", "", "Über GmbH"];
+    let keywords: [&[&str]; 3] = [&[], &["kubernetes", "SQL"], &["the", "rust-lang", "Rust"]];
+    let long = "word ".repeat(600);
+    let descriptions = ["", "Build pipelines; ship dashboards. Rust!", long.as_str()];
+    let (mut t, mut c, mut k, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ti in titles {
+        for co in companies {
+            for kw in keywords {
+                for de in &descriptions {
+                    t.push(Some(ti.to_owned()));
+                    c.push((!co.is_empty()).then(|| co.to_owned()));
+                    k.push(kw.join("\u{1}"));
+                    d.push((!de.is_empty()).then(|| de.to_string()));
+                }
+            }
+        }
+    }
+    t.push(None);
+    c.push(None);
+    k.push(String::new());
+    d.push(None);
+    let row = db
+        .query_one(
+            "WITH j AS (SELECT t, c, CASE WHEN k = '' THEN '{}'::text[] ELSE string_to_array(k, E'\\x01') END AS k, d \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u (t, c, k, d)), \
+             v AS (SELECT j.*, bi_job_vector(t, c, k, d) AS now, \
+               (SELECT h || setweight(to_tsvector('english', left(coalesce(d, ''), 2000)), 'C') \
+                       || bi_prefixed(tv, 't:') || bi_prefixed(h, 'h:') \
+                  FROM (SELECT tv, tv || setweight(to_tsvector('english', left(coalesce(c, ''), 1000)), 'B') \
+                                  || setweight(to_tsvector('english', left(array_to_string(k, ' '), 10000)), 'B') AS h \
+                          FROM (SELECT setweight(to_tsvector('english', left(coalesce(t, ''), 1000)), 'A') AS tv) a) b) AS v7 \
+               FROM j) \
+             SELECT count(*), count(*) FILTER (WHERE now IS DISTINCT FROM v7), \
+                    (array_agg(t || ' / ' || coalesce(c, '-')) FILTER (WHERE now IS DISTINCT FROM v7))[1], \
+                    count(*) FILTER (WHERE length(now) > 0) FROM v",
+            &[&t, &c, &k, &d],
+        )
+        .await
+        .expect("compare");
+    let (total, differ, first, nonempty): (i64, i64, Option<String>, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(total, t.len() as i64);
+    assert_eq!(differ, 0, "first job whose vector changed: {first:?}");
+    assert!(nonempty > total / 2, "the corpus has words: {nonempty} of {total}");
+}
