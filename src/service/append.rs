@@ -99,8 +99,7 @@ impl Service {
                 add(&mut next, own, sum);
             }
             let after = u.write(parent, &current, next, Action::Update).await?;
-            let stored: Vec<serde_json::Value> = out.iter().map(|r| r.to_stored(child)).collect();
-            u.finish(|_| serde_json::to_vec(&stored).expect("JSON serializes")).await?;
+            u.finish(|u| u.stored_list(child, &out)).await?;
             Ok((after, out))
         };
         run.await.map_err(|e| named(child, e))

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
@@ -40,6 +41,9 @@ pub struct Unit<'a> {
     events: Vec<Event>,
     /// `(request_id, method, response)` to remember at commit.
     responses: Vec<(String, String, Vec<u8>)>,
+    /// What the call's own request id found when the unit began (its lock
+    /// and lookup go with BEGIN): `(method, stored response)`.
+    found: Option<(String, Vec<u8>)>,
     changes: Changes,
     /// Id of the next version row, whose chunks an upload already wrote.
     staged: Option<Uuid>,
@@ -54,7 +58,21 @@ impl<'a> Unit<'a> {
         request_id: &'a str,
         method: String,
     ) -> Result<Unit<'a>, Error> {
-        let tx = svc.store.begin(scope).await?;
+        // The call's request id is locked and looked up in the round trip
+        // of BEGIN (concurrent repeats wait here for the first to end).
+        let (tx, found) = if request_id.is_empty() {
+            (svc.store.begin(scope).await?, None)
+        } else {
+            let key = idempotency::lock_key(scope, request_id)?;
+            let (tx, rows) = svc
+                .store
+                .begin_with(
+                    scope,
+                    &[(idempotency::LOCK, &[&key]), (idempotency::LOOKUP, &[&scope.tenant, &request_id])],
+                )
+                .await?;
+            (tx, idempotency::found(rows.last()))
+        };
         Ok(Unit {
             svc,
             tx,
@@ -63,6 +81,7 @@ impl<'a> Unit<'a> {
             method,
             events: Vec::new(),
             responses: Vec::new(),
+            found,
             changes: Changes::default(),
             staged: None,
         })
@@ -79,6 +98,7 @@ impl<'a> Unit<'a> {
 
     /// The stored response of an earlier call with this key, if any (the key
     /// is locked until this transaction ends, so repeats wait for the first).
+    /// Records it names by their audit event are read back from the event.
     pub async fn replayed(&self, request_id: &str, method: &str) -> Result<Option<serde_json::Value>, Error> {
         if request_id.is_empty() {
             return Ok(None);
@@ -89,16 +109,66 @@ impl<'a> Unit<'a> {
             if used != method {
                 return Err(Error::invalid("request_id", format!("request_id was already used for {used}")));
             }
-            return serde_json::from_slice(bytes)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("stored response undecodable: {e}")));
+            return self.resolve(decode(bytes)?).await.map(Some);
         }
-        match idempotency::begin(&self.tx, self.scope, request_id, method).await? {
+        let stored = if request_id == self.request_id {
+            idempotency::answer(self.found.clone(), method)?
+        } else {
+            idempotency::begin(&self.tx, self.scope, request_id, method).await?
+        };
+        match stored {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("stored response undecodable: {e}"))),
+            Some(bytes) => self.resolve(decode(&bytes)?).await.map(Some),
         }
+    }
+
+    /// A stored response with the fields of every record it names by its
+    /// audit event (`{"revision", "event"}`, see [`Unit::stored_value`])
+    /// filled in from the event's `after`: queued in this unit, or written.
+    async fn resolve(&self, mut stored: serde_json::Value) -> Result<serde_json::Value, Error> {
+        let event_of = |r: &serde_json::Value| r.get("event").and_then(|e| e.as_str()).map(str::to_owned);
+        let mut ids: Vec<Uuid> = Vec::new();
+        let items: Vec<&serde_json::Value> = match &stored {
+            serde_json::Value::Array(list) => list.iter().collect(),
+            one => vec![one],
+        };
+        for r in items {
+            if let Some(e) = event_of(r) {
+                ids.push(
+                    e.parse().map_err(|_| Error::Internal(format!("stored response names event {e:?}")))?,
+                );
+            }
+        }
+        if ids.is_empty() {
+            return Ok(stored);
+        }
+        let mut afters: HashMap<Uuid, serde_json::Value> = self
+            .events
+            .iter()
+            .filter(|e| ids.contains(&e.id))
+            .filter_map(|e| e.after.clone().map(|a| (e.id, a)))
+            .collect();
+        if afters.len() < ids.len() {
+            afters.extend(audit::afters(&self.tx, self.scope, &ids).await?);
+        }
+        let mut fill = |r: &mut serde_json::Value| -> Result<(), Error> {
+            let Some(e) = event_of(r) else { return Ok(()) };
+            let id: Uuid =
+                e.parse().map_err(|_| Error::Internal(format!("stored response names event {e:?}")))?;
+            let after = afters.get(&id).cloned().ok_or_else(|| {
+                Error::Internal(format!("the audit event {id} of a stored response is gone"))
+            })?;
+            if let serde_json::Value::Object(o) = r {
+                o.remove("event");
+                o.insert("fields".into(), after);
+            }
+            Ok(())
+        };
+        match &mut stored {
+            serde_json::Value::Array(list) => list.iter_mut().try_for_each(&mut fill)?,
+            one => fill(one)?,
+        }
+        Ok(stored)
     }
 
     /// The call's own stored response, as one record of `res`.
@@ -130,23 +200,35 @@ impl<'a> Unit<'a> {
         }
     }
 
-    /// `rec` in its stored form (`Record::to_stored`), serialized from the
-    /// audit event's snapshot when this unit wrote one (no second snapshot).
+    /// `rec` in its stored form, serialized.
     fn stored(&self, res: &'static Resource, rec: &Record) -> Vec<u8> {
-        #[derive(serde::Serialize)]
-        struct Stored<'a> {
-            revision: i64,
-            fields: &'a serde_json::Value,
-        }
-        let id = rec.id();
-        // Snapshots leave large fields out: those records are stored whole.
+        let event = self.events.iter().rev().find(|e| e.entity == res.name && e.entity_id == rec.id());
+        serde_json::to_vec(&self.stored_value(res, rec, event)).expect("JSON serializes")
+    }
+
+    /// Records in their stored form, as one list, serialized.
+    pub(super) fn stored_list(&self, res: &'static Resource, recs: &[Record]) -> Vec<u8> {
+        let last: HashMap<Uuid, &Event> =
+            self.events.iter().filter(|e| e.entity == res.name).map(|e| (e.entity_id, e)).collect();
+        let list: Vec<serde_json::Value> =
+            recs.iter().map(|r| self.stored_value(res, r, last.get(&r.id()).copied())).collect();
+        serde_json::to_vec(&list).expect("JSON serializes")
+    }
+
+    /// The stored form of `rec`, written by `event` of this unit if any:
+    /// its revision and the event's id, whose `after` holds its fields
+    /// (written in the same transaction, read back on a replay): the stored
+    /// response is then ~70 bytes, not a second copy of the snapshot.
+    /// Records with large fields (left out of snapshots), and those no
+    /// event of this unit wrote, are stored whole (`Record::to_stored`).
+    fn stored_value(&self, res: &'static Resource, rec: &Record, event: Option<&Event>) -> serde_json::Value {
         let whole = res.fields.iter().any(|f| f.large);
-        let written = self.events.iter().rev().find(|e| !whole && e.entity == res.name && e.entity_id == id);
-        match written.and_then(|e| e.after.as_ref()) {
-            Some(fields) => serde_json::to_vec(&Stored { revision: rec.revision, fields }),
-            None => serde_json::to_vec(&rec.to_stored(res)),
+        match event {
+            Some(e) if !whole && e.after.is_some() => {
+                serde_json::json!({"revision": rec.revision, "event": e.id.to_string()})
+            }
+            _ => rec.to_stored(res),
         }
-        .expect("JSON serializes")
     }
 
     /// Loads a row FOR UPDATE (deleted or not); NOT_FOUND when absent.
@@ -166,6 +248,7 @@ impl<'a> Unit<'a> {
         after: &Record,
     ) {
         self.events.push(Event {
+            id: Uuid::now_v7(),
             entity: res.name,
             entity_id: after.id(),
             action,
@@ -505,28 +588,31 @@ impl<'a> Unit<'a> {
         }
     }
 
-    /// Writes the events and the stored responses (one round trip),
-    /// commits, then reports the changes to the cache.
+    /// Writes the events and the stored responses and commits, in one
+    /// round trip; then reports the changes to the cache.
     pub(super) async fn finish(mut self, response: impl FnOnce(&Self) -> Vec<u8>) -> Result<(), Error> {
         let (rid, method) = (self.request_id, std::mem::take(&mut self.method));
         self.remember(rid, &method, response);
-        let (tx, scope) = (&self.tx, self.scope);
-        let remembers = self
-            .responses
+        let Unit { tx, scope, events, responses, mut changes, svc, .. } = self;
+        let mut owned = Vec::with_capacity(1 + responses.len());
+        owned.extend(audit::statement(scope, &events));
+        owned.extend(
+            responses.iter().map(|(rid, method, bytes)| idempotency::store(scope, rid, method, bytes)),
+        );
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = owned
             .iter()
-            .map(|(rid, method, bytes)| idempotency::finish(tx, scope, rid, method, bytes));
-        tokio::try_join!(
-            audit::record_many(tx, scope, &self.events),
-            futures_util::future::try_join_all(remembers)
-        )?;
-        self.tx.commit().await?;
-        if let Some(c) = &self.svc.cache {
-            if !self.events.is_empty() {
+            .map(|(_, p)| p.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect())
+            .collect();
+        let statements: Vec<(&str, &[&(dyn ToSql + Sync)])> =
+            owned.iter().zip(&params).map(|((sql, _), p)| (*sql, p.as_slice())).collect();
+        tx.commit_with(&statements).await?;
+        if let Some(c) = &svc.cache {
+            if !events.is_empty() {
                 // Audit events are new rows of their own resource: lists of them are stale.
-                self.changes.queries.push(&AUDIT_EVENT);
+                changes.queries.push(&AUDIT_EVENT);
             }
-            if !self.changes.is_empty() {
-                c.invalidate(scope, &self.changes).await;
+            if !changes.is_empty() {
+                c.invalidate(scope, &changes).await;
             }
         }
         Ok(())
@@ -744,11 +830,7 @@ impl Service {
                 out[i] = Some(inserted[row].clone());
             }
             let out: Vec<Record> = out.into_iter().map(|r| r.expect("every item answered")).collect();
-            let all = |_: &Unit<'_>| {
-                let stored: Vec<serde_json::Value> = out.iter().map(|r| r.to_stored(res)).collect();
-                serde_json::to_vec(&stored).expect("JSON serializes")
-            };
-            u.finish(all).await?;
+            u.finish(|u| u.stored_list(res, &out)).await?;
             Ok(out)
         };
         run.await.map_err(|e| named(res, e))
@@ -1027,6 +1109,11 @@ fn refuse_merged(res: &'static Resource, rec: &Record) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// A stored response's bytes.
+fn decode(bytes: &[u8]) -> Result<serde_json::Value, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Internal(format!("stored response undecodable: {e}")))
 }
 
 /// A stored batch response: the records, in order.

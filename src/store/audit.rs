@@ -1,5 +1,6 @@
 //! Audit events, written in the same transaction as the mutation they record.
 
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{Scope, Tx};
@@ -7,8 +8,10 @@ use crate::error::Error;
 
 pub use crate::domain::audit::Action;
 
-/// One audit event to write.
+/// One audit event to write. Its id is chosen when it is queued (UUIDv7,
+/// so queued events keep their order), so a stored response can name it.
 pub struct Event {
+    pub id: Uuid,
     pub entity: &'static str,
     pub entity_id: Uuid,
     pub action: Action,
@@ -16,43 +19,61 @@ pub struct Event {
     pub after: Option<serde_json::Value>,
 }
 
-/// Writes `events` with one statement (set-based: a batch of 1,000
-/// creations writes its 1,000 events as one INSERT ... SELECT FROM unnest),
-/// in order (their ids are UUIDv7, increasing).
-pub async fn record_many(tx: &Tx, scope: &Scope, events: &[Event]) -> Result<(), Error> {
+/// An owned statement parameter.
+pub type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
+
+/// The statement writing `events` and its parameters, to send in a
+/// pipeline (`Tx::commit_with`): one row, or all of them with one
+/// INSERT ... SELECT FROM unnest (a batch of 1,000 creations writes its
+/// 1,000 events with one statement). `None` when there is nothing to write.
+pub fn statement<'a>(scope: &'a Scope, events: &'a [Event]) -> Option<(&'static str, Vec<Param<'a>>)> {
     match events {
-        [] => Ok(()),
-        [e] => record(tx, scope, e.entity, e.entity_id, e.action, e.before.clone(), e.after.clone()).await,
-        _ => {
-            let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-            let entities: Vec<&str> = events.iter().map(|e| e.entity).collect();
-            let entity_ids: Vec<Uuid> = events.iter().map(|e| e.entity_id).collect();
-            let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-            let befores: Vec<Option<&serde_json::Value>> = events.iter().map(|e| e.before.as_ref()).collect();
-            let afters: Vec<Option<&serde_json::Value>> = events.iter().map(|e| e.after.as_ref()).collect();
-            tx.query(
-                INSERT_EVENTS,
-                &[
-                    &scope.tenant,
-                    &scope.actor,
-                    &ids,
-                    &entities,
-                    &entity_ids,
-                    &actions,
-                    &befores,
-                    &afters,
-                    &scope.request_id,
-                    &scope.trace_id,
-                ],
-            )
-            .await?;
-            Ok(())
-        }
+        [] => None,
+        [e] => Some((
+            INSERT_EVENT,
+            vec![
+                Box::new(scope.tenant),
+                Box::new(e.id),
+                Box::new(&scope.actor),
+                Box::new(e.entity),
+                Box::new(e.entity_id),
+                Box::new(e.action.as_str()),
+                Box::new(e.before.as_ref()),
+                Box::new(e.after.as_ref()),
+                Box::new(&scope.request_id),
+                Box::new(&scope.trace_id),
+            ],
+        )),
+        _ => Some((
+            INSERT_EVENTS,
+            vec![
+                Box::new(scope.tenant),
+                Box::new(&scope.actor),
+                Box::new(events.iter().map(|e| e.id).collect::<Vec<Uuid>>()),
+                Box::new(events.iter().map(|e| e.entity).collect::<Vec<&str>>()),
+                Box::new(events.iter().map(|e| e.entity_id).collect::<Vec<Uuid>>()),
+                Box::new(events.iter().map(|e| e.action.as_str()).collect::<Vec<&str>>()),
+                Box::new(events.iter().map(|e| e.before.as_ref()).collect::<Vec<_>>()),
+                Box::new(events.iter().map(|e| e.after.as_ref()).collect::<Vec<_>>()),
+                Box::new(&scope.request_id),
+                Box::new(&scope.trace_id),
+            ],
+        )),
     }
 }
 
 const INSERT_EVENTS: &str = include_str!("sql/audit_insert_many.sql").trim_ascii_end();
 pub(super) const INSERT_EVENT: &str = include_str!("sql/audit_insert.sql").trim_ascii_end();
+/// The `after` snapshots of events of the tenant, by id; only the recent
+/// partitions are read (a stored response that names events lives 24
+/// hours, and was written in their transaction).
+const AFTERS: &str = include_str!("sql/audit_afters.sql").trim_ascii_end();
+
+/// The `after` snapshots of `ids` (events of the last day), by id.
+pub async fn afters(tx: &Tx, scope: &Scope, ids: &[Uuid]) -> Result<Vec<(Uuid, serde_json::Value)>, Error> {
+    let rows = tx.query(AFTERS, &[&scope.tenant, &ids]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
 
 pub async fn record(
     tx: &Tx,

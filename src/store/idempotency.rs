@@ -3,59 +3,66 @@
 
 use std::time::Duration;
 
-use super::{Scope, Store, Tx};
+use tokio_postgres::Row;
+
+use super::{Scope, Store, Tx, audit::Param};
 use crate::error::Error;
 
 pub const MAX_REQUEST_ID_LEN: usize = 36;
 
 /// Transaction-scoped advisory lock on `tenant/request_id`.
-const LOCK: &str = super::ADVISORY_XACT_LOCK;
+pub const LOCK: &str = super::ADVISORY_XACT_LOCK;
 /// The stored (unexpired) response of a key, with its method.
-const LOOKUP: &str = include_str!("sql/idempotency_lookup.sql").trim_ascii_end();
+pub const LOOKUP: &str = include_str!("sql/idempotency_lookup.sql").trim_ascii_end();
 /// Stores a response, replacing an expired entry with the same key.
 const STORE: &str = include_str!("sql/idempotency_store.sql").trim_ascii_end();
 /// Deletes every tenant's expired keys.
 const PURGE: &str = include_str!("sql/idempotency_purge.sql").trim_ascii_end();
 
-/// Serializes concurrent calls with the same key (transaction-scoped
-/// advisory lock), then returns the stored response if there is one.
-pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Result<Option<Vec<u8>>, Error> {
+/// The key [`LOCK`] takes for `request_id`, once its length is checked.
+pub fn lock_key(scope: &Scope, request_id: &str) -> Result<String, Error> {
     if request_id.chars().count() > MAX_REQUEST_ID_LEN {
         return Err(Error::invalid("request_id", "request_id is longer than 36 characters"));
     }
-    let key = format!("{}/{request_id}", scope.tenant);
-    // One round trip: the lookup runs once the lock is held, with a
-    // snapshot taken then (READ COMMITTED), so it sees the holder's commit.
-    let row = tx
-        .query_pipelined(&[(LOCK, &[&key]), (LOOKUP, &[&scope.tenant, &request_id])])
-        .await?
-        .pop()
-        .and_then(|rows| rows.into_iter().next());
-    match row {
+    Ok(format!("{}/{request_id}", scope.tenant))
+}
+
+/// The method and response [`LOOKUP`] found, if any.
+pub fn found(rows: Option<&Vec<Row>>) -> Option<(String, Vec<u8>)> {
+    rows.and_then(|r| r.first()).map(|row| (row.get(0), row.get(1)))
+}
+
+/// The stored response when it was stored for `method`; a request id used
+/// for another method is refused.
+pub fn answer(found: Option<(String, Vec<u8>)>, method: &str) -> Result<Option<Vec<u8>>, Error> {
+    match found {
         None => Ok(None),
-        Some(row) => {
-            let stored: String = row.get(0);
-            if stored != method {
-                return Err(Error::invalid(
-                    "request_id",
-                    format!("request_id was already used for {stored}"),
-                ));
-            }
-            Ok(Some(row.get(1)))
+        Some((stored, _)) if stored != method => {
+            Err(Error::invalid("request_id", format!("request_id was already used for {stored}")))
         }
+        Some((_, response)) => Ok(Some(response)),
     }
 }
 
-/// Remembers the response (replacing an expired entry with the same key).
-pub async fn finish(
-    tx: &Tx,
-    scope: &Scope,
-    request_id: &str,
-    method: &str,
-    response: &[u8],
-) -> Result<(), Error> {
-    tx.query(STORE, &[&scope.tenant, &request_id, &method, &response]).await?;
-    Ok(())
+/// Serializes concurrent calls with the same key (transaction-scoped
+/// advisory lock), then returns the stored response if there is one.
+pub async fn begin(tx: &Tx, scope: &Scope, request_id: &str, method: &str) -> Result<Option<Vec<u8>>, Error> {
+    let key = lock_key(scope, request_id)?;
+    // One round trip: the lookup runs once the lock is held, with a
+    // snapshot taken then (READ COMMITTED), so it sees the holder's commit.
+    let rows = tx.query_pipelined(&[(LOCK, &[&key]), (LOOKUP, &[&scope.tenant, &request_id])]).await?;
+    answer(found(rows.last()), method)
+}
+
+/// The statement remembering a response (replacing an expired entry with
+/// the same key), to send with the commit.
+pub fn store<'a>(
+    scope: &'a Scope,
+    request_id: &'a str,
+    method: &'a str,
+    response: &'a [u8],
+) -> (&'static str, Vec<Param<'a>>) {
+    (STORE, vec![Box::new(scope.tenant), Box::new(request_id), Box::new(method), Box::new(response)])
 }
 
 /// Deletes expired keys of every tenant (policy `purge_expired`); run by a

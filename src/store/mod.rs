@@ -367,11 +367,24 @@ impl Store {
     /// With a replica, its commit records the WAL position the tenant's
     /// (and the call's) later reads must see.
     pub async fn begin(&self, scope: &Scope) -> Result<Tx, Error> {
-        let mut tx = self.begin_on(&self.primary, scope, false).await?;
+        Ok(self.begin_with(scope, &[]).await?.0)
+    }
+
+    /// [`Store::begin`] and `statements` in **one round trip**: BEGIN, the
+    /// scope and the statements are sent together (a write's idempotency
+    /// lock and lookup), their rows returned in order. A failed statement
+    /// fails the call; the transaction is rolled back on drop.
+    pub async fn begin_with(
+        &self,
+        scope: &Scope,
+        statements: &[(&str, &Params<'_>)],
+    ) -> Result<(Tx, Vec<Vec<Row>>), Error> {
+        let mut tx = self.checkout(&self.primary).await?;
+        let rows = tx.start_with(scope, false, statements).await?;
         if let Some(r) = &self.replica {
             tx.wrote = Some(WriteNote { replica: r.clone(), tenant: scope.tenant, call: scope.lsn.clone() });
         }
-        Ok(tx)
+        Ok((tx, rows))
     }
 
     /// Opens a read-only transaction, on the replica when it may serve the
@@ -580,18 +593,41 @@ impl Tx {
     /// both requests are sent before either answer is awaited. From the
     /// first request on, dropping the transaction rolls it back.
     async fn start(&mut self, scope: &Scope, read_only: bool) -> Result<(), Error> {
+        self.start_with(scope, read_only, &[]).await.map(drop)
+    }
+
+    /// [`Tx::start`] followed by `statements`, all sent before any answer
+    /// is awaited. As in [`Store::read`], a statement not yet prepared on
+    /// this connection is parsed after the scope set the statement timeout.
+    async fn start_with(
+        &mut self,
+        scope: &Scope,
+        read_only: bool,
+        statements: &[(&str, &Params<'_>)],
+    ) -> Result<Vec<Vec<Row>>, Error> {
         self.rpc = scope.rpc.clone();
         let set_scope = self.prepare_scope().await?;
         let (tenant, timeout) = scope_values(scope);
         self.open = true;
-        let (begun, scoped) = tokio::join!(
+        let this = &*self;
+        let (begun, scoped, body) = tokio::join!(
             biased;
-            self.client().batch_execute(begin_sql(read_only, self.settings.transaction_pooling)),
-            self.set_scope(set_scope.as_ref(), &tenant, &timeout),
+            this.client().batch_execute(begin_sql(read_only, this.settings.transaction_pooling)),
+            this.set_scope(set_scope.as_ref(), &tenant, &timeout),
+            async {
+                if statements.is_empty() {
+                    return Ok(Vec::new());
+                }
+                this.prepare_all(statements).await?;
+                in_order(statements.iter().map(|(sql, params)| this.query(sql, params)).collect())
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, Error>>()
+            },
         );
         begun.map_err(db_error)?;
         scoped.map_err(db_error)?;
-        Ok(())
+        body
     }
 
     /// The scope statement, prepared once per connection; none behind a
@@ -805,23 +841,68 @@ impl Tx {
     }
 
     pub async fn commit(mut self) -> Result<(), Error> {
-        let Some(note) = self.wrote.take() else {
-            self.client().batch_execute("COMMIT").await.map_err(db_error)?;
-            self.open = false;
-            return Ok(());
-        };
-        // COMMIT and the WAL position after its commit record, in one
-        // round trip.
-        let answers = self.client().simple_query(replica::COMMIT_AND_LSN).await.map_err(db_error)?;
+        let note = self.wrote.take();
+        let lsn = self.send_commit(note.is_some()).await.map_err(db_error)?;
         self.open = false;
-        let lsn = answers.iter().find_map(|m| match m {
+        if let Some(note) = note {
+            note.committed(lsn);
+        }
+        Ok(())
+    }
+
+    /// Runs `statements`, then commits, in **one round trip**: the
+    /// statements and COMMIT are sent together (a write's audit events and
+    /// stored response). Statements are prepared first, so none can be
+    /// sent after the COMMIT. If one fails, the transaction is aborted and
+    /// the COMMIT behind it rolls back: nothing is kept and the first
+    /// failure is returned.
+    pub async fn commit_with(mut self, statements: &[(&str, &Params<'_>)]) -> Result<(), Error> {
+        if statements.is_empty() {
+            return self.commit().await;
+        }
+        self.prepare_all(statements).await?;
+        let note = self.wrote.take();
+        let this = &self;
+        let (results, committed) = tokio::join!(
+            biased;
+            in_order(statements.iter().map(|(sql, params)| this.query(sql, params)).collect()),
+            this.send_commit(note.is_some()),
+        );
+        // COMMIT answered: the transaction is over (committed, or rolled
+        // back behind a failed statement).
+        self.open = committed.is_err();
+        for r in results {
+            r?;
+        }
+        let lsn = committed.map_err(db_error)?;
+        if let Some(note) = note {
+            note.committed(lsn);
+        }
+        Ok(())
+    }
+
+    /// Sends COMMIT; with `lsn`, together with the WAL position after its
+    /// commit record (one round trip), which it returns.
+    async fn send_commit(&self, lsn: bool) -> Result<Option<u64>, tokio_postgres::Error> {
+        if !lsn {
+            return self.client().batch_execute("COMMIT").await.map(|()| None);
+        }
+        let answers = self.client().simple_query(replica::COMMIT_AND_LSN).await?;
+        Ok(answers.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse::<u64>().ok()),
             _ => None,
-        });
+        }))
+    }
+}
+
+impl WriteNote {
+    /// The transaction committed at `lsn`: the tenant's and the call's later
+    /// reads wait for a replica that replayed it.
+    fn committed(self, lsn: Option<u64>) {
         match lsn {
             Some(lsn) => {
-                note.replica.wrote(note.tenant, Lsn(lsn));
-                if let Some(call) = &note.call {
+                self.replica.wrote(self.tenant, Lsn(lsn));
+                if let Some(call) = &self.call {
                     call.committed(Lsn(lsn));
                 }
             }
@@ -829,7 +910,6 @@ impl Tx {
                 tracing::warn!("no WAL position after COMMIT; the caller's reads may see an older replica")
             }
         }
-        Ok(())
     }
 }
 

@@ -261,6 +261,47 @@ async fn idempotent_create_with_request_id() {
     app.stop().await;
 }
 
+/// A batch's stored response names each created job by its CREATE event
+/// (a few dozen bytes, not a second copy of the job): a repeat returns the
+/// first response field for field, also after a job changed since.
+#[tokio::test]
+async fn a_repeated_batch_returns_its_first_response_from_the_audit_events() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let batch = |n: usize| BatchCreateJobsRequest {
+        requests: (0..n)
+            .map(|i| CreateJobRequest { job: Some(job(&format!("R{i}"))), request_id: String::new() })
+            .collect(),
+        request_id: "batch-replay".into(),
+    };
+    let first = c.batch_create_jobs(authed(&t.writer, batch(20))).await.expect("batch").into_inner().jobs;
+    let mut changed = first[3].clone();
+    changed.title = "changed since".into();
+    c.update_job(authed(
+        &t.writer,
+        UpdateJobRequest { job: Some(changed), update_mask: None, request_id: String::new() },
+    ))
+    .await
+    .expect("update");
+    // A different batch under the same request id: the first one answers.
+    let again = c.batch_create_jobs(authed(&t.writer, batch(2))).await.expect("replay").into_inner().jobs;
+    assert_eq!(again, first, "the replay is the first response, field for field");
+    assert_eq!(app.list::<pb::Job>(&t, ListOpts::default().count()).await.total_size, 20);
+    let db = raw_db().await;
+    db.execute("SELECT set_config('app.tenant_id', $1, false)", &[&t.id.to_string()]).await.unwrap();
+    let size: i32 = db
+        .query_one(
+            "SELECT octet_length(response) FROM idempotency_keys WHERE request_id = 'batch-replay'",
+            &[],
+        )
+        .await
+        .expect("stored")
+        .get(0);
+    assert!(size < 20 * 100, "20 jobs stored in {size} bytes: references, not copies");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn batches_limits_order_and_atomicity() {
     let app = TestApp::spawn().await;
