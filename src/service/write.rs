@@ -142,10 +142,13 @@ impl<'a> Unit<'a> {
         if ids.is_empty() {
             return Ok(stored);
         }
+        // A batch repeating an item's request id names one event twice.
+        ids.sort_unstable();
+        ids.dedup();
         let mut afters: HashMap<Uuid, serde_json::Value> = self
             .events
             .iter()
-            .filter(|e| ids.contains(&e.id))
+            .filter(|e| ids.binary_search(&e.id).is_ok())
             .filter_map(|e| e.after.clone().map(|a| (e.id, a)))
             .collect();
         if afters.len() < ids.len() {

@@ -50,6 +50,13 @@ use crate::{config::DbArgs, domain::value::Value, error::Error};
 
 pub type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+/// A statement ready to be sent without awaiting anything first: prepared
+/// on the connection, or (transaction pooling) with its parameter types.
+enum Ready {
+    Statement(Statement),
+    Types(Arc<[Type]>),
+}
+
 /// Takes a transaction-scoped advisory lock on the hash of `$1` (a text key).
 pub(crate) const ADVISORY_XACT_LOCK: &str = include_str!("sql/advisory_xact_lock.sql").trim_ascii_end();
 
@@ -504,10 +511,10 @@ impl Store {
             tx.client().batch_execute(begin),
             tx.set_scope(set_scope.as_ref(), &tenant, &timeout),
             async {
-                tx.prepare_all(statements).await?;
+                let ready = tx.prepare_all(statements).await?;
                 Ok::<_, Error>(tokio::join!(
                     biased;
-                    in_order(statements.iter().map(|(sql, params)| tx.query(sql, params)).collect()),
+                    tx.send_all(statements, &ready),
                     tx.client().batch_execute("COMMIT"),
                 ))
             },
@@ -618,11 +625,8 @@ impl Tx {
                 if statements.is_empty() {
                     return Ok(Vec::new());
                 }
-                this.prepare_all(statements).await?;
-                in_order(statements.iter().map(|(sql, params)| this.query(sql, params)).collect())
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<_>, Error>>()
+                let ready = this.prepare_all(statements).await?;
+                this.send_all(statements, &ready).await.into_iter().collect::<Result<Vec<_>, Error>>()
             },
         );
         begun.map_err(db_error)?;
@@ -680,22 +684,26 @@ impl Tx {
     /// Prepares (or finds cached) every statement, inside the transaction
     /// (under its statement timeout); the first failure is reported like a
     /// failed statement (span, stats).
-    async fn prepare_all(&self, statements: &[(&str, &Params<'_>)]) -> Result<(), Error> {
+    async fn prepare_all(&self, statements: &[(&str, &Params<'_>)]) -> Result<Vec<Ready>, Error> {
+        let mut ready = Vec::with_capacity(statements.len());
         for (sql, _) in statements {
             let start = Instant::now();
             let in_flight = InFlight(&self.abandoned);
             let prepared = if self.settings.transaction_pooling {
-                self.param_types(sql).await.map(drop)
+                self.param_types(sql).await.map(Ready::Types)
             } else {
-                self.client().prepare_cached(sql).await.map(drop)
+                self.client().prepare_cached(sql).await.map(Ready::Statement)
             };
             in_flight.done();
-            if let Err(e) = prepared {
-                let (span, _) = self.statement_span(sql, None);
-                return self.finish_statement(&span, sql, start, Err(e));
+            match prepared {
+                Ok(r) => ready.push(r),
+                Err(e) => {
+                    let (span, _) = self.statement_span(sql, None);
+                    return self.finish_statement(&span, sql, start, Err(e));
+                }
             }
         }
-        Ok(())
+        Ok(ready)
     }
 
     /// Runs statements in one round trip, in order, inside this
@@ -704,11 +712,8 @@ impl Tx {
     /// COMMITTED), but without waiting for their answers: use it for
     /// statements that do not depend on each other's results.
     pub async fn query_pipelined(&self, statements: &[(&str, &Params<'_>)]) -> Result<Vec<Vec<Row>>, Error> {
-        self.prepare_all(statements).await?;
-        in_order(statements.iter().map(|(sql, params)| self.query(sql, params)).collect())
-            .await
-            .into_iter()
-            .collect()
+        let ready = self.prepare_all(statements).await?;
+        self.send_all(statements, &ready).await.into_iter().collect()
     }
 
     /// Runs one statement: prepared and cached per connection, inside a
@@ -720,21 +725,35 @@ impl Tx {
     /// the statement is already prepared on the connection, the request is
     /// sent on the future's first poll (nothing awaited before it).
     pub async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
+        self.run(sql, params, None).await
+    }
+
+    /// [`Tx::query`]; with `ready` (from [`Tx::prepare_all`]) the request
+    /// is sent on the first poll whatever happened meanwhile (another task
+    /// may have cleared the learned parameter types).
+    async fn run(&self, sql: &str, params: &Params<'_>, ready: Option<&Ready>) -> Result<Vec<Row>, Error> {
         let (span, start) = self.statement_span(sql, None);
         let client = self.client();
         let in_flight = InFlight(&self.abandoned);
+        // Unnamed (transaction pooling): Parse, Bind, Execute in one
+        // request, so nothing prepared is left for the next transaction,
+        // which may run on another server connection.
+        let typed = |types: &[Type]| -> Vec<(&(dyn ToSql + Sync), Type)> {
+            params.iter().copied().zip(types.iter().cloned()).collect()
+        };
         let result = async {
-            if self.settings.transaction_pooling {
-                // Unnamed: Parse, Bind, Execute in one request, so nothing
-                // prepared is left for the next transaction, which may run
-                // on another server connection.
-                let types = self.param_types(sql).await?;
-                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
-                    params.iter().copied().zip(types.iter().cloned()).collect();
-                return client.query_typed(sql, &typed).await;
+            match ready {
+                Some(Ready::Statement(stmt)) => client.query(stmt, params).await,
+                Some(Ready::Types(types)) => client.query_typed(sql, &typed(types)).await,
+                None if self.settings.transaction_pooling => {
+                    let types = self.param_types(sql).await?;
+                    client.query_typed(sql, &typed(&types)).await
+                }
+                None => {
+                    let stmt = client.prepare_cached(sql).await?;
+                    client.query(&stmt, params).await
+                }
             }
-            let stmt = client.prepare_cached(sql).await?;
-            client.query(&stmt, params).await
         }
         .instrument(span.clone());
         let result = match &self.on_replica {
@@ -753,6 +772,18 @@ impl Tx {
         };
         in_flight.done();
         self.finish_statement(&span, sql, start, result)
+    }
+
+    /// Sends `statements` in order, each on the first poll (all prepared
+    /// by [`Tx::prepare_all`]); their results in order.
+    fn send_all<'s>(
+        &'s self,
+        statements: &'s [(&str, &Params<'_>)],
+        ready: &'s [Ready],
+    ) -> impl Future<Output = Vec<Result<Vec<Row>, Error>>> + 's {
+        in_order(
+            statements.iter().zip(ready).map(|((sql, params), r)| self.run(sql, params, Some(r))).collect(),
+        )
     }
 
     /// Binary `COPY ... FROM STDIN` of `rows` (each in `types` order), with
@@ -853,21 +884,62 @@ impl Tx {
     /// Runs `statements`, then commits, in **one round trip**: the
     /// statements and COMMIT are sent together (a write's audit events and
     /// stored response). Statements are prepared first, so none can be
-    /// sent after the COMMIT. If one fails, the transaction is aborted and
-    /// the COMMIT behind it rolls back: nothing is kept and the first
-    /// failure is returned.
+    /// sent after the COMMIT. If one fails in the server, the transaction
+    /// is aborted and the COMMIT behind it rolls back; if one fails before
+    /// it is sent (a parameter that does not encode), no COMMIT is sent and
+    /// dropping the transaction rolls it back. Either way nothing is kept
+    /// and the first failure is returned.
     pub async fn commit_with(mut self, statements: &[(&str, &Params<'_>)]) -> Result<(), Error> {
         if statements.is_empty() {
             return self.commit().await;
         }
-        self.prepare_all(statements).await?;
+        let ready = self.prepare_all(statements).await?;
         let note = self.wrote.take();
         let this = &self;
-        let (results, committed) = tokio::join!(
-            biased;
-            in_order(statements.iter().map(|(sql, params)| this.query(sql, params)).collect()),
-            this.send_commit(note.is_some()),
-        );
+        let failed_unsent = AtomicBool::new(false);
+        let (results, committed) = {
+            let mut sent = std::pin::pin!(in_order(
+                statements
+                    .iter()
+                    .zip(&ready)
+                    .map(|((sql, params), r)| {
+                        let failed_unsent = &failed_unsent;
+                        async move {
+                            let mut run = std::pin::pin!(this.run(sql, params, Some(r)));
+                            // The first poll sends the request; an error then
+                            // was found before anything left.
+                            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+                            match first {
+                                Poll::Ready(Err(e)) => {
+                                    failed_unsent.store(true, Ordering::Relaxed);
+                                    Err(e)
+                                }
+                                Poll::Ready(ok) => ok,
+                                Poll::Pending => run.await,
+                            }
+                        }
+                    })
+                    .collect(),
+            ));
+            let first = std::future::poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx))).await;
+            if failed_unsent.load(Ordering::Relaxed) {
+                let results = match first {
+                    Poll::Ready(results) => results,
+                    Poll::Pending => sent.await,
+                };
+                return Err(results.into_iter().find_map(Result::err).expect("a statement failed"));
+            }
+            tokio::join!(
+                biased;
+                async {
+                    match first {
+                        Poll::Ready(results) => results,
+                        Poll::Pending => sent.await,
+                    }
+                },
+                this.send_commit(note.is_some()),
+            )
+        };
         // COMMIT answered: the transaction is over (committed, or rolled
         // back behind a failed statement).
         self.open = committed.is_err();

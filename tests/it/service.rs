@@ -502,3 +502,46 @@ async fn a_batch_repeating_an_item_request_id_creates_it_once() {
     let page = svc.list(&s, &JOB, ListArgs { count: true, ..ListArgs::default() }).await.unwrap();
     assert_eq!(page.total_size, 1);
 }
+
+/// `Tx::commit_with` sends its statements and COMMIT together; a statement
+/// that fails before it is sent (here a parameter of the wrong type, which
+/// does not encode) must not let the COMMIT behind it keep the
+/// transaction's earlier writes. Nor may one that fails in the server.
+#[tokio::test]
+async fn commit_with_keeps_nothing_when_a_statement_fails_before_or_after_it_is_sent() {
+    let (_app, _svc) = service().await;
+    let store = Store::new(&serve_args(&[]).db, Duration::from_secs(1)).expect("store");
+    let s = scope();
+    let insert = "INSERT INTO idempotency_keys (tenant_id, request_id, method, response) VALUES ($1, $2, 'M', '\\x00')";
+    let count = |rid: &'static str| {
+        let store = &store;
+        let s = &s;
+        async move {
+            let rows = store
+                .read(s, &[("SELECT count(*) FROM idempotency_keys WHERE request_id = $1", &[&rid])])
+                .await;
+            rows.expect("count")[0][0].get::<_, i64>(0)
+        }
+    };
+    // Fails before it is sent: `$2` is text, an integer does not encode.
+    let tx = store.begin(&s).await.expect("begin");
+    tx.query(insert, &[&s.tenant, &"unsent-1"]).await.expect("first write");
+    tx.commit_with(&[(insert, &[&s.tenant, &7_i32]), (insert, &[&s.tenant, &"unsent-2"])])
+        .await
+        .expect_err("a parameter that does not encode");
+    assert_eq!(count("unsent-1").await, 0, "the earlier write was not committed");
+    assert_eq!(count("unsent-2").await, 0);
+    // Fails in the server: the second row repeats the first's key.
+    let tx = store.begin(&s).await.expect("begin");
+    tx.query(insert, &[&s.tenant, &"sent-1"]).await.expect("first write");
+    tx.commit_with(&[(insert, &[&s.tenant, &"sent-2"]), (insert, &[&s.tenant, &"sent-2"])])
+        .await
+        .expect_err("a duplicate key");
+    assert_eq!(count("sent-1").await, 0, "rolled back behind the failed statement");
+    assert_eq!(count("sent-2").await, 0);
+    // And when every statement succeeds, all of it is kept.
+    let tx = store.begin(&s).await.expect("begin");
+    tx.query(insert, &[&s.tenant, &"ok-1"]).await.expect("first write");
+    tx.commit_with(&[(insert, &[&s.tenant, &"ok-2"])]).await.expect("commit");
+    assert_eq!((count("ok-1").await, count("ok-2").await), (1, 1));
+}
