@@ -75,6 +75,7 @@ impl Service {
         let writer = tokio::spawn(
             async move {
                 let mut inflight = futures_util::stream::FuturesUnordered::new();
+                let probe = std::sync::Arc::new(import::Probe::default());
                 let mut open = true;
                 // A committed batch: its counts join the run's, and the cache
                 // hears that every row of the resource may have changed, and
@@ -103,8 +104,9 @@ impl Service {
                                     svc.ingested(&wscope, changes).await;
                                 }
                                 let (svc, scope, base) = (svc.clone(), wscope.clone(), run.empty());
+                                let probe = probe.clone();
                                 inflight.push(Apply::new(keys, async move {
-                                    import::apply(&svc.store, &scope, &base, b).await
+                                    import::apply(&svc.store, &scope, &base, b, &probe).await
                                 }));
                             }
                         },

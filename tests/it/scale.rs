@@ -795,6 +795,50 @@ async fn an_import_key_repeated_across_batches_keeps_its_last_row() {
     assert_eq!((stored.received, stored.inserted, stored.updated), (4100, 4099, 1));
 }
 
+/// A run whose batches found no existing row stops probing for unchanged
+/// rows before the merge; rows that then turn out identical are still
+/// counted `unchanged` and not rewritten (the merge skips them), and a
+/// changed one is still an update.
+#[tokio::test]
+async fn identical_rows_after_new_batches_are_unchanged_and_not_rewritten() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let old: Vec<pb::Job> = (0..2000).map(|i| posting(i, "https://x.example/old")).collect();
+    let first = import(&app, &t.writer, old.clone()).await;
+    assert_eq!(first.inserted, 2000, "{first:?}");
+    let before = app
+        .jobs()
+        .list_jobs(authed(
+            &t.reader,
+            ListJobsRequest { filter: r#"job_url = "https://x.example/old/7""#.into(), ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    // Two batches of new rows, then the 2,000 old ones again, one of them changed.
+    let mut again: Vec<pb::Job> = (0..4000).map(|i| posting(i, "https://x.example/new")).collect();
+    again.extend(old.iter().cloned());
+    again[4000 + 9].title = "changed".into();
+    let run = import(&app, &t.writer, again).await;
+    assert_eq!(
+        (run.received, run.inserted, run.updated, run.unchanged, run.failed),
+        (6000, 4000, 1, 1999, 0),
+        "{run:?}"
+    );
+    let after = app
+        .jobs()
+        .list_jobs(authed(
+            &t.reader,
+            ListJobsRequest { filter: r#"job_url = "https://x.example/old/7""#.into(), ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(after, before, "an identical row keeps its revision, etag and update_time");
+}
+
 /// V10 wrote `bi_prefixed` out inside `bi_job_vector`; the vectors must be
 /// exactly V7's (the stored search vectors were computed with it). Titles,
 /// companies, keywords and descriptions, empty and NULL ones included,
