@@ -126,18 +126,13 @@ impl<'a> Unit<'a> {
     /// audit event (`{"revision", "event"}`, see [`Unit::stored_value`])
     /// filled in from the event's `after`: queued in this unit, or written.
     async fn resolve(&self, mut stored: serde_json::Value) -> Result<serde_json::Value, Error> {
-        let event_of = |r: &serde_json::Value| r.get("event").and_then(|e| e.as_str()).map(str::to_owned);
-        let mut ids: Vec<Uuid> = Vec::new();
         let items: Vec<&serde_json::Value> = match &stored {
             serde_json::Value::Array(list) => list.iter().collect(),
             one => vec![one],
         };
+        let mut ids = Vec::new();
         for r in items {
-            if let Some(e) = event_of(r) {
-                ids.push(
-                    e.parse().map_err(|_| Error::Internal(format!("stored response names event {e:?}")))?,
-                );
-            }
+            ids.extend(event_id(r)?);
         }
         if ids.is_empty() {
             return Ok(stored);
@@ -154,10 +149,8 @@ impl<'a> Unit<'a> {
         if afters.len() < ids.len() {
             afters.extend(audit::afters(&self.tx, self.scope, &ids).await?);
         }
-        let mut fill = |r: &mut serde_json::Value| -> Result<(), Error> {
-            let Some(e) = event_of(r) else { return Ok(()) };
-            let id: Uuid =
-                e.parse().map_err(|_| Error::Internal(format!("stored response names event {e:?}")))?;
+        let fill = |r: &mut serde_json::Value| -> Result<(), Error> {
+            let Some(id) = event_id(r)? else { return Ok(()) };
             let after = afters.get(&id).cloned().ok_or_else(|| {
                 Error::Internal(format!("the audit event {id} of a stored response is gone"))
             })?;
@@ -168,7 +161,7 @@ impl<'a> Unit<'a> {
             Ok(())
         };
         match &mut stored {
-            serde_json::Value::Array(list) => list.iter_mut().try_for_each(&mut fill)?,
+            serde_json::Value::Array(list) => list.iter_mut().try_for_each(fill)?,
             one => fill(one)?,
         }
         Ok(stored)
@@ -221,7 +214,7 @@ impl<'a> Unit<'a> {
     /// The stored form of `rec`, written by `event` of this unit if any:
     /// its revision and the event's id, whose `after` holds its fields
     /// (written in the same transaction, read back on a replay): the stored
-    /// response is then ~70 bytes, not a second copy of the snapshot.
+    /// response is then ~60 bytes, not a second copy of the snapshot.
     /// Records with large fields (left out of snapshots), and those no
     /// event of this unit wrote, are stored whole (`Record::to_stored`).
     fn stored_value(&self, res: &'static Resource, rec: &Record, event: Option<&Event>) -> serde_json::Value {
@@ -602,10 +595,7 @@ impl<'a> Unit<'a> {
         owned.extend(
             responses.iter().map(|(rid, method, bytes)| idempotency::store(scope, rid, method, bytes)),
         );
-        let params: Vec<Vec<&(dyn ToSql + Sync)>> = owned
-            .iter()
-            .map(|(_, p)| p.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect())
-            .collect();
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = owned.iter().map(|(_, p)| audit::refs(p)).collect();
         let statements: Vec<(&str, &[&(dyn ToSql + Sync)])> =
             owned.iter().zip(&params).map(|((sql, _), p)| (*sql, p.as_slice())).collect();
         tx.commit_with(&statements).await?;
@@ -1112,6 +1102,16 @@ fn refuse_merged(res: &'static Resource, rec: &Record) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// The audit event a stored record names (`{"revision", "event"}`), if any.
+fn event_id(r: &serde_json::Value) -> Result<Option<Uuid>, Error> {
+    match r.get("event").and_then(|e| e.as_str()) {
+        None => Ok(None),
+        Some(e) => {
+            e.parse().map(Some).map_err(|_| Error::Internal(format!("stored response names event {e:?}")))
+        }
+    }
 }
 
 /// A stored response's bytes.

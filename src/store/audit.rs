@@ -75,30 +75,16 @@ pub async fn afters(tx: &Tx, scope: &Scope, ids: &[Uuid]) -> Result<Vec<(Uuid, s
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-pub async fn record(
-    tx: &Tx,
-    scope: &Scope,
-    entity: &str,
-    entity_id: Uuid,
-    action: Action,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) -> Result<(), Error> {
-    tx.query(
-        INSERT_EVENT,
-        &[
-            &scope.tenant,
-            &Uuid::now_v7(),
-            &scope.actor,
-            &entity,
-            &entity_id,
-            &action.as_str(),
-            &before,
-            &after,
-            &scope.request_id,
-            &scope.trace_id,
-        ],
-    )
-    .await?;
+/// Writes one event now (outside a `Unit`: the close of an ingest run).
+pub async fn record(tx: &Tx, scope: &Scope, event: Event) -> Result<(), Error> {
+    let events = [event];
+    if let Some((sql, params)) = statement(scope, &events) {
+        tx.query(sql, &refs(&params)).await?;
+    }
     Ok(())
+}
+
+/// Owned parameters as the statement parameters `Tx` takes.
+pub fn refs<'p>(params: &'p [Param<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect()
 }

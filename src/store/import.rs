@@ -466,8 +466,15 @@ pub async fn finish(
     let rec = super::records::fetch(&tx, scope.tenant, &INGEST_RUN, run.id, false)
         .await?
         .ok_or_else(|| Error::Internal("ingest run vanished".into()))?;
-    audit::record(&tx, scope, INGEST_RUN.name, run.id, Action::Import, None, Some(rec.to_json(&INGEST_RUN)))
-        .await?;
+    let event = audit::Event {
+        id: Uuid::now_v7(),
+        entity: INGEST_RUN.name,
+        entity_id: run.id,
+        action: Action::Import,
+        before: None,
+        after: Some(rec.to_json(&INGEST_RUN)),
+    };
+    audit::record(&tx, scope, event).await?;
     tx.commit().await?;
     Ok(rec)
 }

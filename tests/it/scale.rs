@@ -806,16 +806,12 @@ async fn identical_rows_after_new_batches_are_unchanged_and_not_rewritten() {
     let old: Vec<pb::Job> = (0..2000).map(|i| posting(i, "https://x.example/old")).collect();
     let first = import(&app, &t.writer, old.clone()).await;
     assert_eq!(first.inserted, 2000, "{first:?}");
-    let before = app
-        .jobs()
-        .list_jobs(authed(
-            &t.reader,
-            ListJobsRequest { filter: r#"job_url = "https://x.example/old/7""#.into(), ..Default::default() },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let old_seven = || async {
+        let filter = r#"job_url = "https://x.example/old/7""#.into();
+        let req = authed(&t.reader, ListJobsRequest { filter, ..Default::default() });
+        app.jobs().list_jobs(req).await.unwrap().into_inner().jobs
+    };
+    let before = old_seven().await;
     // Two batches of new rows, then the 2,000 old ones again, one of them changed.
     let mut again: Vec<pb::Job> = (0..4000).map(|i| posting(i, "https://x.example/new")).collect();
     again.extend(old.iter().cloned());
@@ -826,17 +822,7 @@ async fn identical_rows_after_new_batches_are_unchanged_and_not_rewritten() {
         (6000, 4000, 1, 1999, 0),
         "{run:?}"
     );
-    let after = app
-        .jobs()
-        .list_jobs(authed(
-            &t.reader,
-            ListJobsRequest { filter: r#"job_url = "https://x.example/old/7""#.into(), ..Default::default() },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
-    assert_eq!(after, before, "an identical row keeps its revision, etag and update_time");
+    assert_eq!(old_seven().await, before, "an identical row keeps its revision, etag and update_time");
 }
 
 /// V10 wrote `bi_prefixed` out inside `bi_job_vector`; the vectors must be
