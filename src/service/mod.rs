@@ -20,6 +20,7 @@
 
 pub mod analytics;
 mod append;
+mod combine;
 mod content;
 mod events;
 mod import;
@@ -187,12 +188,14 @@ pub struct Service {
     /// Uploads in progress hold a connection each for their whole stream:
     /// at most half the pool's, so they cannot starve every other call.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Concurrent creations waiting to share a unit (`combine`).
+    combiner: Arc<combine::Combiner>,
 }
 
 impl Service {
     pub fn new(store: Store) -> Service {
         let uploads = Arc::new(tokio::sync::Semaphore::new((store.pool_size() / 2).max(1)));
-        Service { store, cache: None, hooks: Arc::default(), uploads }
+        Service { store, cache: None, hooks: Arc::default(), uploads, combiner: Arc::default() }
     }
 
     /// Puts `cache` in the read seam.

@@ -14,7 +14,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    Changes, Draft, MAX_BATCH, Service, named, normalize, not_found, parse_id, prefixed, validate_new,
+    Changes, Draft, MAX_BATCH, Service, combine, named, normalize, not_found, parse_id, prefixed,
+    validate_new,
 };
 use crate::{
     domain::{
@@ -26,7 +27,7 @@ use crate::{
     error::{Error, FieldViolation},
     store::{
         Scope, Tx,
-        audit::{self, Event},
+        audit::{self, Event, Origin},
         content, idempotency, records,
     },
 };
@@ -41,9 +42,9 @@ pub struct Unit<'a> {
     events: Vec<Event>,
     /// `(request_id, method, response)` to remember at commit.
     responses: Vec<(String, String, Vec<u8>)>,
-    /// What the call's own request id found when the unit began (its lock
-    /// and lookup go with BEGIN): `(method, stored response)`.
-    found: Option<(String, Vec<u8>)>,
+    /// What the request ids locked when the unit began found (their lock
+    /// and lookup go with BEGIN): `(method, stored response)`, by request id.
+    found: HashMap<String, Option<(String, Vec<u8>)>>,
     changes: Changes,
     /// Id of the next version row, whose chunks an upload already wrote.
     staged: Option<Uuid>,
@@ -58,20 +59,58 @@ impl<'a> Unit<'a> {
         request_id: &'a str,
         method: String,
     ) -> Result<Unit<'a>, Error> {
-        // The call's request id is locked and looked up in the round trip
-        // of BEGIN (concurrent repeats wait here for the first to end).
-        let (tx, found) = if request_id.is_empty() {
-            (svc.store.begin(scope).await?, None)
-        } else {
-            let key = idempotency::lock_key(scope, request_id)?;
-            let (tx, rows) = svc
-                .store
-                .begin_with(
-                    scope,
-                    &[(idempotency::LOCK, &[&key]), (idempotency::LOOKUP, &[&scope.tenant, &request_id])],
-                )
-                .await?;
-            (tx, idempotency::found(rows.last()))
+        let own = [request_id];
+        let rids: &[&str] = if request_id.is_empty() { &[] } else { &own };
+        Unit::begin_locking(svc, scope, request_id, method, rids).await
+    }
+
+    /// [`Unit::begin`] that also locks and looks up `rids` (the request ids
+    /// of the calls a combined unit serves), in the round trip of BEGIN:
+    /// concurrent repeats of any of them wait here for the first to end.
+    pub(super) async fn begin_locking(
+        svc: &'a Service,
+        scope: &'a Scope,
+        request_id: &'a str,
+        method: String,
+        rids: &[&str],
+    ) -> Result<Unit<'a>, Error> {
+        let mut found = HashMap::with_capacity(rids.len());
+        let tx = match rids {
+            [] => svc.store.begin(scope).await?,
+            [rid] => {
+                let key = idempotency::lock_key(scope, rid)?;
+                let (tx, rows) = svc
+                    .store
+                    .begin_with(
+                        scope,
+                        &[(idempotency::LOCK, &[&key]), (idempotency::LOOKUP, &[&scope.tenant, rid])],
+                    )
+                    .await?;
+                found.insert((*rid).to_owned(), idempotency::found(rows.last()));
+                tx
+            }
+            many => {
+                // Sorted: units locking overlapping keys take them in one order.
+                let mut keys =
+                    many.iter().map(|r| idempotency::lock_key(scope, r)).collect::<Result<Vec<_>, _>>()?;
+                keys.sort_unstable();
+                keys.dedup();
+                let (tx, rows) = svc
+                    .store
+                    .begin_with(
+                        scope,
+                        &[
+                            (idempotency::LOCK_MANY, &[&keys]),
+                            (idempotency::LOOKUP_MANY, &[&scope.tenant, &many]),
+                        ],
+                    )
+                    .await?;
+                found.extend(many.iter().map(|r| ((*r).to_owned(), None)));
+                for row in rows.last().into_iter().flatten() {
+                    found.insert(row.get(0), Some((row.get(1), row.get(2))));
+                }
+                tx
+            }
         };
         Ok(Unit {
             svc,
@@ -111,10 +150,9 @@ impl<'a> Unit<'a> {
             }
             return self.resolve(decode(bytes)?).await.map(Some);
         }
-        let stored = if request_id == self.request_id {
-            idempotency::answer(self.found.clone(), method)?
-        } else {
-            idempotency::begin(&self.tx, self.scope, request_id, method).await?
+        let stored = match self.found.get(request_id) {
+            Some(found) => idempotency::answer(found.clone(), method)?,
+            None => idempotency::begin(&self.tx, self.scope, request_id, method).await?,
         };
         match stored {
             None => Ok(None),
@@ -250,6 +288,7 @@ impl<'a> Unit<'a> {
             action,
             before,
             after: Some(after.to_json(res)),
+            origin: None,
         });
         self.changes.push(res, after.id());
     }
@@ -361,11 +400,7 @@ impl<'a> Unit<'a> {
         field: impl Fn(usize) -> String,
     ) -> Result<Vec<Record>, Error> {
         writable(res)?;
-        let per_row = res.sequence.is_some()
-            || res.versions.is_some()
-            || self.svc.hook(res).is_some()
-            || res.parents.iter().any(|p| p.agrees.is_some());
-        if per_row {
+        if per_row(self.svc, res) {
             let mut out = Vec::with_capacity(rows.len());
             for values in rows {
                 out.push(self.insert(res, values).await?);
@@ -411,6 +446,63 @@ impl<'a> Unit<'a> {
             self.audit(res, Action::Create, None, rec);
         }
         Ok(recs)
+    }
+
+    /// Creates `items` (validated values and each item's own request id;
+    /// `origins[i]`, when given, the call whose events item `i`'s are): an
+    /// item whose request id was used before answers as then, one repeating
+    /// the request id of an earlier item answers as that item, the others
+    /// are inserted together ([`Unit::insert_many`]) and their responses
+    /// remembered. `field(i)` names item `i` in errors. Returns a record per
+    /// item, in order.
+    pub(super) async fn create_items(
+        &mut self,
+        res: &'static Resource,
+        items: Vec<(Vec<Value>, String)>,
+        origins: Option<Vec<Origin>>,
+        field: impl Fn(usize) -> String,
+    ) -> Result<Vec<Record>, Error> {
+        let item_method = format!("Create/{}", res.name);
+        let mut out: Vec<Option<Record>> = Vec::with_capacity(items.len());
+        let (mut rows, mut slots, mut rids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut row_of_rid: HashMap<String, usize> = HashMap::new();
+        let mut repeats = Vec::new();
+        for (i, (values, rid)) in items.into_iter().enumerate() {
+            out.push(None);
+            if !rid.is_empty() {
+                if let Some(&row) = row_of_rid.get(&rid) {
+                    repeats.push((i, row));
+                    continue;
+                }
+                if let Some(prev) = self.replay_as(res, &rid, &item_method).await? {
+                    out[i] = Some(prev);
+                    continue;
+                }
+                row_of_rid.insert(rid.clone(), rows.len());
+            }
+            rows.push(values);
+            slots.push(i);
+            rids.push(rid);
+        }
+        let first = self.events.len();
+        let inserted = self.insert_many(res, rows, |n| field(slots[n])).await?;
+        if let Some(origins) = &origins {
+            let slot_of: HashMap<Uuid, usize> =
+                inserted.iter().zip(&slots).map(|(r, &i)| (r.id(), i)).collect();
+            for e in &mut self.events[first..] {
+                if let Some(&i) = slot_of.get(&e.entity_id) {
+                    e.origin = Some(origins[i].clone());
+                }
+            }
+        }
+        for (n, rec) in inserted.iter().enumerate() {
+            self.remember(&rids[n], &item_method, |u| u.stored(res, rec));
+            out[slots[n]] = Some(rec.clone());
+        }
+        for (i, row) in repeats {
+            out[i] = Some(inserted[row].clone());
+        }
+        Ok(out.into_iter().map(|r| r.expect("every item answered")).collect())
     }
 
     /// The next version row of a versioned resource will be `id`, whose
@@ -589,12 +681,22 @@ impl<'a> Unit<'a> {
     pub(super) async fn finish(mut self, response: impl FnOnce(&Self) -> Vec<u8>) -> Result<(), Error> {
         let (rid, method) = (self.request_id, std::mem::take(&mut self.method));
         self.remember(rid, &method, response);
-        let Unit { tx, scope, events, responses, mut changes, svc, .. } = self;
-        let mut owned = Vec::with_capacity(1 + responses.len());
+        let Unit { tx, scope, events, mut responses, mut changes, svc, .. } = self;
+        if responses.len() > 1 {
+            // One statement for all: a request id remembered twice (a batch's
+            // own and an item's) keeps its last response, as in order.
+            let mut seen = HashSet::with_capacity(responses.len());
+            responses.reverse();
+            responses.retain(|(rid, _, _)| seen.insert(rid.clone()));
+            responses.reverse();
+        }
+        let mut owned = Vec::with_capacity(2);
         owned.extend(audit::statement(scope, &events));
-        owned.extend(
-            responses.iter().map(|(rid, method, bytes)| idempotency::store(scope, rid, method, bytes)),
-        );
+        match responses.as_slice() {
+            [] => {}
+            [(rid, method, bytes)] => owned.push(idempotency::store(scope, rid, method, bytes)),
+            many => owned.push(idempotency::store_many(scope, many)),
+        }
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = owned.iter().map(|(_, p)| audit::refs(p)).collect();
         let statements: Vec<(&str, &[&(dyn ToSql + Sync)])> =
             owned.iter().zip(&params).map(|((sql, _), p)| (*sql, p.as_slice())).collect();
@@ -620,6 +722,15 @@ impl<'a> Unit<'a> {
     pub async fn commit_one(self, res: &'static Resource, rec: &Record) -> Result<(), Error> {
         self.finish(|u| u.stored(res, rec)).await
     }
+}
+
+/// Whether inserting `res` needs per-row work (a sequence number, a version
+/// row, a hook, a parent that must agree), so many rows go one by one.
+fn per_row(svc: &Service, res: &'static Resource) -> bool {
+    res.sequence.is_some()
+        || res.versions.is_some()
+        || svc.hook(res).is_some()
+        || res.parents.iter().any(|p| p.agrees.is_some())
 }
 
 fn writable(res: &'static Resource) -> Result<(), Error> {
@@ -738,6 +849,20 @@ impl Service {
         let (draft, conversion) =
             draft.ok_or_else(|| Error::invalid(res.name, format!("{} is required", res.name)))?;
         let values = validate_new(res, draft, conversion).map_err(|e| prefixed(res.name, e))?;
+        if self.combinable(res) {
+            return combine::create(self, scope, res, values, request_id).await;
+        }
+        self.create_one(scope, res, values, request_id).await
+    }
+
+    /// Creates one validated record in a unit of its own.
+    pub(super) async fn create_one(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        values: Vec<Value>,
+        request_id: &str,
+    ) -> Result<Record, Error> {
         let run = async {
             let mut u = Unit::begin(self, scope, request_id, format!("Create/{}", res.name)).await?;
             if let Some(prev) = u.replay_one(res).await? {
@@ -748,6 +873,32 @@ impl Service {
             Ok(rec)
         };
         run.await.map_err(|e| named(res, e))
+    }
+
+    /// Creates the validated records of several concurrent calls of one
+    /// tenant and actor (`calls[i]`: values, request id, the call's event
+    /// origin) in one unit: their request ids locked and looked up with
+    /// BEGIN, the rows inserted set-based, every event naming its own call.
+    /// All or nothing; the combiner runs each call alone when this fails.
+    pub(super) async fn create_combined(
+        &self,
+        scope: &Scope,
+        res: &'static Resource,
+        calls: Vec<(Vec<Value>, String, Origin)>,
+    ) -> Result<Vec<Record>, Error> {
+        let rids: Vec<&str> = calls.iter().map(|c| c.1.as_str()).filter(|r| !r.is_empty()).collect();
+        let mut u = Unit::begin_locking(self, scope, "", format!("Create/{}", res.name), &rids).await?;
+        let (items, origins) = calls.into_iter().map(|(v, rid, o)| ((v, rid), o)).unzip();
+        let recs = u.create_items(res, items, Some(origins), |_| res.name.to_owned()).await?;
+        u.commit_none().await?;
+        Ok(recs)
+    }
+
+    /// Whether concurrent creations of `res` may share a unit: its rows are
+    /// inserted set-based (no per-row sequence, version, hook or agreeing
+    /// parent; [`Unit::insert_many`]).
+    fn combinable(&self, res: &'static Resource) -> bool {
+        !res.read_only && !per_row(self, res)
     }
 
     /// Creates all or nothing, in one transaction (AIP-233); each item may
@@ -783,46 +934,12 @@ impl Service {
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
-        let item_method = format!("Create/{}", res.name);
         let run = async {
             let mut u = Unit::begin(self, scope, request_id, format!("BatchCreate/{}", res.name)).await?;
             if let Some(prev) = u.replayed(request_id, &u.method.clone()).await? {
                 return stored_many(res, &prev);
             }
-            // An item whose own request id was used before answers as then;
-            // one repeating a request id of this batch answers as the item
-            // that first used it; the others are inserted together.
-            let mut out: Vec<Option<Record>> = Vec::with_capacity(prepared.len());
-            let (mut rows, mut slots, mut rids) = (Vec::new(), Vec::new(), Vec::new());
-            let mut row_of_rid: HashMap<String, usize> = HashMap::new();
-            let mut repeats = Vec::new();
-            for (i, (values, rid)) in prepared.into_iter().enumerate() {
-                out.push(None);
-                if !rid.is_empty() {
-                    if let Some(&row) = row_of_rid.get(&rid) {
-                        repeats.push((i, row));
-                        continue;
-                    }
-                    if let Some(prev) = u.replay_as(res, &rid, &item_method).await? {
-                        out[i] = Some(prev);
-                        continue;
-                    }
-                    row_of_rid.insert(rid.clone(), rows.len());
-                }
-                rows.push(values);
-                slots.push(i);
-                rids.push(rid);
-            }
-            let inserted =
-                u.insert_many(res, rows, |n| format!("requests[{}].{}", slots[n], res.name)).await?;
-            for (n, rec) in inserted.iter().enumerate() {
-                u.remember(&rids[n], &item_method, |u| u.stored(res, rec));
-                out[slots[n]] = Some(rec.clone());
-            }
-            for (i, row) in repeats {
-                out[i] = Some(inserted[row].clone());
-            }
-            let out: Vec<Record> = out.into_iter().map(|r| r.expect("every item answered")).collect();
+            let out = u.create_items(res, prepared, None, |i| format!("requests[{i}].{}", res.name)).await?;
             u.finish(|u| u.stored_list(res, &out)).await?;
             Ok(out)
         };

@@ -17,12 +17,39 @@ pub struct Event {
     pub action: Action,
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
+    /// The call the event is for, when it is not the transaction's own
+    /// (creations of several calls combined into one transaction).
+    pub origin: Option<Origin>,
+}
+
+/// The request and trace ids of the call an event is for.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl Origin {
+    pub fn of(scope: &Scope) -> Origin {
+        Origin { request_id: scope.request_id.clone(), trace_id: scope.trace_id.clone() }
+    }
+}
+
+impl Event {
+    fn request_id<'a>(&'a self, scope: &'a Scope) -> Option<&'a str> {
+        self.origin.as_ref().map_or(&scope.request_id, |o| &o.request_id).as_deref()
+    }
+
+    fn trace_id<'a>(&'a self, scope: &'a Scope) -> Option<&'a str> {
+        self.origin.as_ref().map_or(&scope.trace_id, |o| &o.trace_id).as_deref()
+    }
 }
 
 /// An owned statement parameter.
 pub type Param<'a> = Box<dyn ToSql + Sync + Send + 'a>;
 
-/// The statement writing `events` and its parameters, to send in a
+/// The statement writing `events` (each for its origin's call, else the
+/// scope's) and its parameters, to send in a
 /// pipeline (`Tx::commit_with`): one row, or all of them with one
 /// INSERT ... SELECT FROM unnest (a batch of 1,000 creations writes its
 /// 1,000 events with one statement). `None` when there is nothing to write.
@@ -40,8 +67,8 @@ pub fn statement<'a>(scope: &'a Scope, events: &'a [Event]) -> Option<(&'static 
                 Box::new(e.action.as_str()),
                 Box::new(e.before.as_ref()),
                 Box::new(e.after.as_ref()),
-                Box::new(&scope.request_id),
-                Box::new(&scope.trace_id),
+                Box::new(e.request_id(scope)),
+                Box::new(e.trace_id(scope)),
             ],
         )),
         _ => Some((
@@ -55,8 +82,8 @@ pub fn statement<'a>(scope: &'a Scope, events: &'a [Event]) -> Option<(&'static 
                 Box::new(events.iter().map(|e| e.action.as_str()).collect::<Vec<&str>>()),
                 Box::new(events.iter().map(|e| e.before.as_ref()).collect::<Vec<_>>()),
                 Box::new(events.iter().map(|e| e.after.as_ref()).collect::<Vec<_>>()),
-                Box::new(&scope.request_id),
-                Box::new(&scope.trace_id),
+                Box::new(events.iter().map(|e| e.request_id(scope)).collect::<Vec<_>>()),
+                Box::new(events.iter().map(|e| e.trace_id(scope)).collect::<Vec<_>>()),
             ],
         )),
     }

@@ -16,6 +16,13 @@ pub const LOCK: &str = super::ADVISORY_XACT_LOCK;
 pub const LOOKUP: &str = include_str!("sql/idempotency_lookup.sql").trim_ascii_end();
 /// Stores a response, replacing an expired entry with the same key.
 const STORE: &str = include_str!("sql/idempotency_store.sql").trim_ascii_end();
+/// [`LOCK`] on many keys, taken in the order given (sorted: two
+/// transactions locking overlapping keys take them in the same order).
+pub const LOCK_MANY: &str = include_str!("sql/advisory_xact_lock_many.sql").trim_ascii_end();
+/// [`LOOKUP`] of many request ids: `(request_id, method, response)` rows.
+pub const LOOKUP_MANY: &str = include_str!("sql/idempotency_lookup_many.sql").trim_ascii_end();
+/// [`STORE`] of many responses with one statement (distinct request ids).
+const STORE_MANY: &str = include_str!("sql/idempotency_store_many.sql").trim_ascii_end();
 /// Deletes every tenant's expired keys.
 const PURGE: &str = include_str!("sql/idempotency_purge.sql").trim_ascii_end();
 
@@ -63,6 +70,23 @@ pub fn store<'a>(
     response: &'a [u8],
 ) -> (&'static str, Vec<Param<'a>>) {
     (STORE, vec![Box::new(scope.tenant), Box::new(request_id), Box::new(method), Box::new(response)])
+}
+
+/// The statement remembering several responses with distinct request ids
+/// (`(request_id, method, response)`), to send with the commit.
+pub fn store_many<'a>(
+    scope: &'a Scope,
+    responses: &'a [(String, String, Vec<u8>)],
+) -> (&'static str, Vec<Param<'a>>) {
+    (
+        STORE_MANY,
+        vec![
+            Box::new(scope.tenant),
+            Box::new(responses.iter().map(|r| r.0.as_str()).collect::<Vec<&str>>()),
+            Box::new(responses.iter().map(|r| r.1.as_str()).collect::<Vec<&str>>()),
+            Box::new(responses.iter().map(|r| r.2.as_slice()).collect::<Vec<&[u8]>>()),
+        ],
+    )
 }
 
 /// Deletes expired keys of every tenant (policy `purge_expired`); run by a

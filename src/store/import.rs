@@ -473,6 +473,7 @@ pub async fn finish(
         action: Action::Import,
         before: None,
         after: Some(rec.to_json(&INGEST_RUN)),
+        origin: None,
     };
     audit::record(&tx, scope, event).await?;
     tx.commit().await?;

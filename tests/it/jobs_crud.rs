@@ -516,3 +516,154 @@ async fn every_mutation_is_audited_with_before_and_after() {
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
     app.stop().await;
 }
+
+/// Sends `jobs` as concurrent CreateJob calls (request id, traceparent),
+/// while `blockers` calls hold the server's lanes of the tenant: each waits
+/// for an advisory lock this test holds on its request id, so the others
+/// wait to be combined. Returns each call's result, in order, and the trace
+/// id each sent.
+async fn create_while_lanes_are_held(
+    app: &TestApp,
+    t: &Tenant,
+    jobs: Vec<(pb::Job, String)>,
+) -> (Vec<Result<pb::Job, tonic::Status>>, Vec<String>) {
+    let db = raw_db().await;
+    let blockers = ["lane-held-1", "lane-held-2"];
+    let keys: Vec<String> = blockers.iter().map(|r| format!("{}/{r}", t.id)).collect();
+    db.execute("SELECT pg_advisory_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) k", &[&keys])
+        .await
+        .unwrap();
+    let send = |j: pb::Job, rid: String| {
+        let (mut c, tok) = (app.jobs(), t.writer.clone());
+        let (trace, _, header) = crate::observability::parent();
+        let call = tokio::spawn(async move {
+            let req = CreateJobRequest { job: Some(j), request_id: rid };
+            c.create_job(crate::observability::traced(&tok, &header, req)).await.map(|r| r.into_inner())
+        });
+        (call, trace)
+    };
+    let held: Vec<_> = blockers.iter().map(|r| send(job("blocker"), (*r).to_owned()).0).collect();
+    // Both blockers wait for their lock (or one for the lock, one for a lane).
+    for _ in 0..100 {
+        let waiting: i64 = db
+            .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (calls, traces): (Vec<_>, Vec<_>) = jobs.into_iter().map(|(j, rid)| send(j, rid)).unzip();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    db.execute("SELECT pg_advisory_unlock_all()", &[]).await.unwrap();
+    for h in held {
+        h.await.unwrap().expect("blocker");
+    }
+    let mut out = Vec::new();
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    (out, traces)
+}
+
+/// Concurrent creations of one tenant share transactions (fewer statements
+/// per row), and each call keeps its own answer, audit event (with its own
+/// request and trace id), stored response and error.
+#[tokio::test]
+async fn concurrent_creates_are_combined_and_each_keeps_its_guarantees() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let seen = c
+        .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("seen")), request_id: "seen".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    // 28 calls (the test server admits 32 at once): two repeating one
+    // request id, one repeating an earlier call's.
+    let rid = |i: usize| match i {
+        0 | 1 => "shared".to_owned(),
+        2 => "seen".to_owned(),
+        i => format!("c-{i}"),
+    };
+    let jobs = (0..28).map(|i| (job(&format!("combined {i}")), rid(i))).collect();
+    let (answers, traces) = create_while_lanes_are_held(&app, &t, jobs).await;
+    let answers: Vec<pb::Job> = answers.into_iter().map(|a| a.expect("every call succeeds")).collect();
+    assert_eq!(answers[0], answers[1], "a repeated request id answers as the first call");
+    assert_eq!(answers[2], seen, "a request id used before answers as then");
+    for (i, a) in answers.iter().enumerate().skip(3) {
+        assert_eq!(a.title, format!("combined {i}"));
+    }
+    assert_eq!(app.list::<pb::Job>(&t, ListOpts::default().count()).await.total_size, 1 + 2 + 26);
+    // Each created job's CREATE event names its own call, and most share a
+    // transaction with others.
+    let db = raw_db().await;
+    db.execute("SELECT set_config('app.tenant_id', $1, false)", &[&t.id.to_string()]).await.unwrap();
+    let created: Vec<uuid::Uuid> =
+        answers[3..].iter().chain([&answers[0]]).map(|a| a.id.parse().unwrap()).collect();
+    let rows = db
+        .query(
+            "SELECT entity_id, request_id, trace_id, xmin::text FROM audit_events \
+             WHERE tenant_id = $1 AND action = 'CREATE' AND entity_id = ANY($2)",
+            &[&t.id, &created],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 26, "one CREATE event per created job");
+    let mut transactions = std::collections::HashSet::new();
+    for r in &rows {
+        let id: uuid::Uuid = r.get(0);
+        let i = answers.iter().position(|a| a.id == id.to_string()).unwrap();
+        assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some(rid(i).as_str()), "event of call {i}");
+        assert_eq!(r.get::<_, Option<String>>(2).as_deref(), Some(traces[i].as_str()), "trace of call {i}");
+        transactions.insert(r.get::<_, String>(3));
+    }
+    assert!(transactions.len() <= 4, "26 creations in {} transactions", transactions.len());
+    // Repeats after the fact answer from the stored responses.
+    for i in [0, 5, 27] {
+        let again = c
+            .create_job(authed(&t.writer, CreateJobRequest { job: Some(job("again")), request_id: rid(i) }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again, answers[i], "the stored response of call {i}");
+    }
+
+    // A row that fails in the shared transaction fails only its own call.
+    let url = "https://jobs.example.com/combined-duplicate";
+    c.create_job(authed(
+        &t.writer,
+        CreateJobRequest {
+            job: Some(pb::Job { job_url: url.into(), ..job("first") }),
+            request_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    let jobs = (0..16)
+        .map(|i| {
+            let j =
+                if i == 7 { pb::Job { job_url: url.into(), ..job("dup") } } else { job(&format!("ok {i}")) };
+            (j, format!("d-{i}"))
+        })
+        .collect();
+    let (answers, _) = create_while_lanes_are_held(&app, &t, jobs).await;
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            Err(e) if i == 7 => {
+                assert_eq!(e.code(), Code::AlreadyExists);
+                assert_eq!(reason(e), "DUPLICATE_JOB_URL");
+            }
+            Ok(j) if i != 7 => assert_eq!(j.title, format!("ok {i}")),
+            other => panic!("call {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        app.list::<pb::Job>(&t, ListOpts::default().count()).await.total_size,
+        29 + 1 + 15,
+        "the blockers replay"
+    );
+    app.stop().await;
+}
