@@ -44,9 +44,10 @@ use crate::{
 };
 
 /// Units of one key that may run at once before calls wait to be combined.
-/// Two on this 2-core machine's bench (CreateJob, 32 streams): 1 lane
-/// 1,548/s (each unit waits for the one before), 2 lanes 3,041/s, 4 lanes
-/// 2,811/s (smaller units); docs/performance.md.
+/// On the 2-core bench (CreateJob, 32 streams, one tenant), back to back:
+/// 2 lanes 2,869/s twice, 3 lanes 2,943 and 2,868/s for ~10 % more CPU per
+/// call; 1 lane was half as fast (each unit waits for the one before) and 4
+/// no faster (smaller units), in earlier runs; docs/performance.md.
 pub const LANES: usize = 2;
 /// The most calls one combined unit takes.
 pub const MAX_GROUP: usize = 64;
