@@ -15,17 +15,21 @@
 //! Every call keeps its guarantees: its row, its audit event and its stored
 //! response commit together (with the others'), a repeated request id
 //! answers as the first call, and when the combined unit fails (a unique
-//! violation of one row, a deadlock with a batch locking the same request
-//! ids in another order...) each call is run alone, so a bad row fails only
-//! its own call, with its own error. Only a failure that leaves the commit
-//! in doubt (the connection lost) is answered to every call as UNAVAILABLE,
-//! as it would be to a call alone. A combined unit runs in a task of its
-//! own: a caller that goes away does not cancel the others' (a caller gone
-//! before its unit starts is left out; one gone after it started may still
-//! have its row committed, as a call alone whose caller leaves during its
-//! COMMIT: a retry with the same request id answers it). The unit's
-//! statement timeout is the shortest of its calls'; when it passes, each
-//! call runs alone under its own.
+//! violation of one row, a request id used for another method...) each
+//! call is run alone, so a bad row fails only its own call, with its own
+//! error. An UNAVAILABLE failure (the connection lost, the commit perhaps
+//! in doubt; or no pooled connection in time) is answered to every call, as
+//! it would be to each alone. A combined unit runs in a task of its own: a
+//! caller that goes away does not cancel the others' (a caller gone before
+//! its unit starts is left out; one gone after it started may still have
+//! its row committed, as a call alone whose caller leaves during its
+//! COMMIT: a retry with the same request id answers it); a call run alone
+//! is cancelled when its caller goes, as always. Every unit's statement
+//! timeout is cut to what its calls' deadlines have left after waiting (a
+//! combined unit's to the shortest; when it passes, each call runs alone
+//! under its own); a call whose deadline passed while waiting is answered
+//! DEADLINE_EXCEEDED without running. Batches take their request ids'
+//! locks in the same sorted order, so they never deadlock with a unit.
 
 use std::{
     collections::HashMap,
@@ -125,24 +129,26 @@ pub(super) async fn create(
             .await
             .unwrap_or_else(|_| Err(Error::Internal("a combined creation ended without an answer".into())));
     }
-    let _lane = Held { svc, res, key };
+    let _lane = Held { svc: svc.clone(), res, key };
     svc.create_one(scope, res, values.take().expect("not queued"), request_id).await
 }
 
 /// A running unit's hold on a lane of its key. When the unit ends (or its
 /// caller goes away), the calls waiting meanwhile get the lane, in a task
 /// of their own; with none waiting the lane is free.
-struct Held<'a> {
-    svc: &'a Service,
+struct Held {
+    svc: Service,
     res: &'static Resource,
     key: Key,
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         let calls: Vec<Call> = {
             let mut lanes = self.svc.combiner.lanes();
             let Some(lane) = lanes.get_mut(&self.key) else { return };
+            // Calls whose caller is gone hold no place in the next unit.
+            lane.waiting.retain(|c| !c.answer.is_closed());
             if lane.waiting.is_empty() {
                 lane.running -= 1;
                 if lane.running == 0 {
@@ -153,10 +159,12 @@ impl Drop for Held<'_> {
             let n = lane.waiting.len().min(MAX_GROUP);
             lane.waiting.drain(..n).collect()
         };
-        let (svc, res, key) = (self.svc.clone(), self.res, self.key.clone());
+        // The lane passes to the task (also when the task never runs: the
+        // runtime shutting down drops it, and with it the lane, in turn).
+        let lane = Held { svc: self.svc.clone(), res: self.res, key: self.key.clone() };
         let next = async move {
-            let _lane = Held { svc: &svc, res, key };
-            run(&svc, res, calls).await;
+            run(&lane.svc, lane.res, calls).await;
+            drop(lane);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn(next)),
@@ -170,7 +178,20 @@ impl Drop for Held<'_> {
 /// Runs waiting calls: combined, or each alone when the combined unit
 /// failed with the commit not in doubt.
 async fn run(svc: &Service, res: &'static Resource, calls: Vec<Call>) {
-    let mut calls: Vec<Call> = calls.into_iter().filter(|c| !c.answer.is_closed()).collect();
+    let mut due = Vec::with_capacity(calls.len());
+    for mut c in calls {
+        match still_due(svc, &c.scope) {
+            _ if c.answer.is_closed() => {}
+            Some(scope) => {
+                c.scope = scope;
+                due.push(c);
+            }
+            None => {
+                let _ = c.answer.send(Err(Error::DeadlineExceeded));
+            }
+        }
+    }
+    let mut calls = due;
     if calls.len() <= 1 {
         if let Some(c) = calls.pop() {
             alone(svc, res, c).await;
@@ -208,24 +229,44 @@ async fn run(svc: &Service, res: &'static Resource, calls: Vec<Call>) {
 
 /// One call in a unit of its own, inside the call's span (none when its
 /// caller is gone).
-async fn alone(svc: &Service, res: &'static Resource, c: Call) {
-    if c.answer.is_closed() {
+async fn alone(svc: &Service, res: &'static Resource, mut c: Call) {
+    let Some(scope) = still_due(svc, &c.scope) else {
+        let _ = c.answer.send(Err(Error::DeadlineExceeded));
         return;
+    };
+    // As a call alone would be: cancelled (rolled back) when its caller goes.
+    let work = svc.create_one(&scope, res, c.values, &c.request_id).instrument(c.span);
+    tokio::select! {
+        r = work => {
+            let _ = c.answer.send(r);
+        }
+        () = c.answer.closed() => {}
     }
-    let r = svc.create_one(&c.scope, res, c.values, &c.request_id).instrument(c.span).await;
-    let _ = c.answer.send(r);
+}
+
+/// `scope` with its statement timeout cut to what is left of its caller's
+/// deadline after waiting; `None` when nothing is left.
+fn still_due(svc: &Service, scope: &Scope) -> Option<Scope> {
+    let Some(deadline) = scope.deadline else { return Some(scope.clone()) };
+    let left = deadline.checked_duration_since(tokio::time::Instant::now()).filter(|d| !d.is_zero())?;
+    let mut s = scope.clone();
+    s.timeout = s.timeout.min(svc.store().timeout_for(Some(left)));
+    Some(s)
 }
 
 /// The scope of a combined unit: the first call's tenant and actor, no
 /// request or trace id of its own (each event carries its call's), the
-/// shortest statement timeout and deadline of the calls, and a commit
-/// position of its own, passed to every call's.
+/// shortest statement timeout of the calls (cut to their deadlines), the
+/// latest deadline (none if a call has none: it bounds only the cache's
+/// invalidation after the commit, which every call's rows need), and a
+/// commit position of its own, passed to every call's.
 fn shared_scope(calls: &[Call]) -> Scope {
     let mut s = calls[0].scope.clone();
     s.request_id = None;
     s.trace_id = None;
     s.timeout = calls.iter().map(|c| c.scope.timeout).min().unwrap_or(s.timeout);
-    s.deadline = calls.iter().filter_map(|c| c.scope.deadline).min();
+    s.deadline =
+        calls.iter().map(|c| c.scope.deadline).collect::<Option<Vec<_>>>().and_then(|d| d.into_iter().max());
     s.lsn = calls.iter().any(|c| c.scope.lsn.is_some()).then(|| Arc::new(CallLsn::default()));
     s
 }

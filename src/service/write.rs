@@ -934,8 +934,17 @@ impl Service {
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
+        // The batch's own request id and every item's, locked in one sorted
+        // order with BEGIN (as a combined unit takes them: no deadlock).
+        let rids: Vec<String> = std::iter::once(request_id)
+            .chain(prepared.iter().map(|(_, rid)| rid.as_str()))
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
         let run = async {
-            let mut u = Unit::begin(self, scope, request_id, format!("BatchCreate/{}", res.name)).await?;
+            let method = format!("BatchCreate/{}", res.name);
+            let rids: Vec<&str> = rids.iter().map(String::as_str).collect();
+            let mut u = Unit::begin_locking(self, scope, request_id, method, &rids).await?;
             if let Some(prev) = u.replayed(request_id, &u.method.clone()).await? {
                 return stored_many(res, &prev);
             }

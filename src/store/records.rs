@@ -46,6 +46,10 @@ struct ResourceSql {
     stage_copy: String,
     insert_staged: String,
     stage_types: Vec<Type>,
+    /// Batch insert of a few rows: one `INSERT ... SELECT FROM unnest` of a
+    /// typed array per column (text arrays travel as `jsonb`, since arrays
+    /// of arrays must be rectangular).
+    insert_unnest: String,
     fetch: String,
     fetch_basic: String,
     fetch_for_update: String,
@@ -131,6 +135,26 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
     );
     let stage_types =
         std::iter::once(Type::UUID).chain(writable.iter().map(|f| sql_type(f.kind).0)).collect();
+    let mut arrays = String::from("$2::uuid[]");
+    let mut exprs = String::from("u.id");
+    for (i, f) in writable.iter().enumerate() {
+        let col = f.column;
+        if f.kind == FieldKind::TextArray {
+            let _ = write!(arrays, ", ${}::jsonb[]", i + 3);
+            let _ = write!(
+                exprs,
+                ", CASE WHEN u.{col} IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(u.{col})) END"
+            );
+        } else {
+            let _ = write!(arrays, ", ${}::{}[]", i + 3, sql_type_name(f.kind));
+            let _ = write!(exprs, ", u.{col}");
+        }
+    }
+    let insert_unnest = format!(
+        "INSERT INTO {} (tenant_id, {staged}) SELECT $1, {exprs} FROM unnest({arrays}) AS u ({staged}) \
+         RETURNING {select}",
+        res.table
+    );
     let by_id = |sel: &str| format!("SELECT {sel} FROM {} WHERE tenant_id = $1 AND id = $2", res.table);
     let by_ids = |sel: &str| format!("SELECT {sel} FROM {} WHERE tenant_id = $1 AND id = ANY($2)", res.table);
     let (fetch, fetch_basic) = (by_id(&select), by_id(&select_basic));
@@ -144,6 +168,7 @@ fn sql_for(res: &'static Resource) -> &'static ResourceSql {
         stage_copy,
         insert_staged,
         stage_types,
+        insert_unnest,
         fetch,
         fetch_basic,
         fetch_for_update,
@@ -195,9 +220,15 @@ pub async fn insert(
     decode_row(res, &row)
 }
 
-/// Inserts many rows in one statement (a binary COPY into a staging table,
-/// then one INSERT ... SELECT): `ids[i]` for `rows[i]`. Returns the records
-/// in the order of `rows`.
+/// Rows up to which [`insert_many`] sends one statement of arrays rather
+/// than a COPY into the staging table (three round trips, a table written
+/// and truncated): what a combined unit of creations holds.
+pub const UNNEST_MAX: usize = 64;
+
+/// Inserts many rows in one statement (up to [`UNNEST_MAX`], one INSERT ...
+/// SELECT FROM unnest; more, a binary COPY into a staging table, then one
+/// INSERT ... SELECT): `ids[i]` for `rows[i]`. Returns the records in the
+/// order of `rows`.
 pub async fn insert_many(
     tx: &Tx,
     tenant: Uuid,
@@ -206,6 +237,59 @@ pub async fn insert_many(
     rows: &[Vec<Value>],
 ) -> Result<Vec<Record>, Error> {
     let sql = sql_for(res);
+    let inserted = if rows.len() <= UNNEST_MAX {
+        insert_unnest(tx, tenant, res, sql, ids, rows).await?
+    } else {
+        insert_staged(tx, tenant, res, sql, ids, rows).await?
+    };
+    let mut by_id: HashMap<Uuid, Record> = HashMap::with_capacity(inserted.len());
+    for row in &inserted {
+        let rec = decode_row(res, row)?;
+        by_id.insert(rec.id(), rec);
+    }
+    ids.iter()
+        .map(|id| {
+            by_id.remove(id).ok_or_else(|| Error::Internal(format!("batch insert returned no row {id}")))
+        })
+        .collect()
+}
+
+async fn insert_unnest(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    sql: &ResourceSql,
+    ids: &[Uuid],
+    rows: &[Vec<Value>],
+) -> Result<Vec<tokio_postgres::Row>, Error> {
+    let columns: Vec<Vec<Value>> = res
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !is_system(f))
+        .map(|(i, f)| {
+            rows.iter()
+                .map(|r| match (&r[i], f.kind) {
+                    (Value::TextArray(v), FieldKind::TextArray) => Value::Json(serde_json::json!(v)),
+                    (v, _) => v.clone(),
+                })
+                .collect()
+        })
+        .collect();
+    let ids = ids.to_vec();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tenant, &ids];
+    params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
+    tx.query(&sql.insert_unnest, &params).await
+}
+
+async fn insert_staged(
+    tx: &Tx,
+    tenant: Uuid,
+    res: &'static Resource,
+    sql: &ResourceSql,
+    ids: &[Uuid],
+    rows: &[Vec<Value>],
+) -> Result<Vec<tokio_postgres::Row>, Error> {
     let staged: Vec<Vec<Value>> = ids
         .iter()
         .zip(rows)
@@ -218,17 +302,7 @@ pub async fn insert_many(
     let refs: Vec<&[Value]> = staged.iter().map(Vec::as_slice).collect();
     tx.query(&sql.stage, &[]).await?;
     tx.copy_in(&sql.stage_copy, &sql.stage_types, &refs).await?;
-    let inserted = tx.query(&sql.insert_staged, &[&tenant]).await?;
-    let mut by_id: HashMap<Uuid, Record> = HashMap::with_capacity(inserted.len());
-    for row in &inserted {
-        let rec = decode_row(res, row)?;
-        by_id.insert(rec.id(), rec);
-    }
-    ids.iter()
-        .map(|id| {
-            by_id.remove(id).ok_or_else(|| Error::Internal(format!("batch insert returned no row {id}")))
-        })
-        .collect()
+    tx.query(&sql.insert_staged, &[&tenant]).await
 }
 
 /// Fetches one row (deleted or not); `for_update` locks it.

@@ -543,18 +543,24 @@ async fn create_while_lanes_are_held(
         (call, trace)
     };
     let held: Vec<_> = blockers.iter().map(|r| send(job("blocker"), (*r).to_owned()).0).collect();
-    // Both blockers wait for their lock (or one for the lock, one for a lane).
-    for _ in 0..100 {
-        let waiting: i64 = db
-            .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[])
+    // Both blockers hold a lane each, waiting for their lock.
+    let mut waiting = 0;
+    for _ in 0..200 {
+        waiting = db
+            .query_one(
+                "SELECT count(*) FROM pg_locks l, unnest($1::text[]) k WHERE l.locktype = 'advisory' \
+                 AND NOT l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(k, 0)",
+                &[&keys],
+            )
             .await
             .unwrap()
-            .get(0);
-        if waiting >= 1 {
+            .get::<_, i64>(0);
+        if waiting == 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert_eq!(waiting, 2, "both blockers wait for their request id's lock");
     let (calls, traces): (Vec<_>, Vec<_>) = jobs.into_iter().map(|(j, rid)| send(j, rid)).unzip();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     db.execute("SELECT pg_advisory_unlock_all()", &[]).await.unwrap();
@@ -665,5 +671,84 @@ async fn concurrent_creates_are_combined_and_each_keeps_its_guarantees() {
         29 + 1 + 15,
         "the blockers replay"
     );
+    // The failed call stored no response: its request id creates now.
+    let retried = c
+        .create_job(authed(
+            &t.writer,
+            CreateJobRequest { job: Some(job("retried")), request_id: "d-7".into() },
+        ))
+        .await
+        .expect("the request id of a failed call is free")
+        .into_inner();
+    assert_eq!(retried.title, "retried");
+    app.stop().await;
+}
+
+/// A batch of a few rows is one statement of arrays, a larger one a COPY
+/// into the staging table: both store every field (text arrays with
+/// awkward elements, empty ones, objects, NULLs) and every default as a
+/// single CreateJob does.
+#[tokio::test]
+async fn small_and_large_batches_store_every_field_alike() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new();
+    let mut c = app.jobs();
+    let odd = pb::Job {
+        keywords: vec![
+            "a,b".into(),
+            "\"quoted\"".into(),
+            "ü {x}".into(),
+            "NULL".into(),
+            "back\\slash".into(),
+        ],
+        job_url: String::new(),
+        ..full_job()
+    };
+    let samples = [full_job(), odd, job("Minimal")];
+    let batch = |n: usize| BatchCreateJobsRequest {
+        requests: (0..n)
+            .map(|i| {
+                let mut j = samples[i % samples.len()].clone();
+                if !j.job_url.is_empty() {
+                    j.job_url = format!("https://jobs.example.com/{}", uuid::Uuid::new_v4());
+                }
+                CreateJobRequest { job: Some(j), request_id: String::new() }
+            })
+            .collect(),
+        request_id: String::new(),
+    };
+    // A job as stored, less what differs between two inserts of `sent`: the
+    // output-only fields, and `discovered_time` when it defaulted to now.
+    let stored = |sent: &pb::Job, got: pb::Job| {
+        let mut got = inputs(got);
+        if sent.discovered_time.is_none() {
+            assert!(got.discovered_time.take().is_some(), "discovered_time defaults to now");
+        }
+        got
+    };
+    // What a single CreateJob stores for each sample (its own INSERT).
+    let mut alone = Vec::new();
+    for j in &samples {
+        let j = pb::Job { job_url: String::new(), ..j.clone() };
+        let r = c.create_job(authed(
+            &t.writer,
+            CreateJobRequest { job: Some(j.clone()), request_id: String::new() },
+        ));
+        alone.push(stored(&j, r.await.expect("create").into_inner()));
+    }
+    assert_eq!(alone[0], pb::Job { job_url: String::new(), ..full_job() });
+    for n in [3, 65] {
+        let sent = batch(n);
+        let got =
+            c.batch_create_jobs(authed(&t.writer, sent.clone())).await.expect("batch").into_inner().jobs;
+        assert_eq!(got.len(), n);
+        for (i, (g, s)) in got.iter().zip(&sent.requests).enumerate() {
+            let s = s.job.as_ref().unwrap();
+            let expected = pb::Job { job_url: s.job_url.clone(), ..alone[i % samples.len()].clone() };
+            assert_eq!(stored(s, g.clone()), expected, "batch of {n}, row {i}");
+            let read = c.get_job(authed(&t.reader, GetJobRequest { id: g.id.clone() })).await.unwrap();
+            assert_eq!(&read.into_inner(), g, "batch of {n}, row {i} as read back");
+        }
+    }
     app.stop().await;
 }
