@@ -36,6 +36,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -222,7 +223,9 @@ async fn run(svc: &Service, res: &'static Resource, calls: Vec<Call>) {
         }
         Err(e) => {
             tracing::debug!(error = %e, calls = calls.len(), "a combined creation failed; each call runs alone");
-            futures_util::future::join_all(calls.into_iter().map(|c| alone(svc, res, c))).await;
+            // At most a lane's worth at once, so a failed unit of 64 does
+            // not ask the pool for 64 connections together.
+            futures_util::stream::iter(calls).for_each_concurrent(LANES, |c| alone(svc, res, c)).await;
         }
     }
 }

@@ -276,7 +276,6 @@ async fn insert_unnest(
                 .collect()
         })
         .collect();
-    let ids = ids.to_vec();
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tenant, &ids];
     params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
     tx.query(&sql.insert_unnest, &params).await
