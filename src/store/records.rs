@@ -238,9 +238,49 @@ pub async fn insert_many(
 ) -> Result<Vec<Record>, Error> {
     let sql = sql_for(res);
     let inserted = if rows.len() <= UNNEST_MAX {
-        insert_unnest(tx, tenant, res, sql, ids, rows).await?
+        // One array per column of the rows' own values; text arrays go as
+        // jsonb (arrays of arrays must be rectangular).
+        let writable: Vec<(usize, &Field)> =
+            res.fields.iter().enumerate().filter(|(_, f)| !is_system(f)).collect();
+        let as_json: Vec<Vec<Value>> = writable
+            .iter()
+            .filter(|(_, f)| f.kind == FieldKind::TextArray)
+            .map(|&(i, _)| {
+                rows.iter()
+                    .map(|r| match &r[i] {
+                        Value::TextArray(v) => Value::Json(serde_json::json!(v)),
+                        other => other.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut json_columns = as_json.iter();
+        let columns: Vec<Vec<&Value>> = writable
+            .iter()
+            .map(|&(i, f)| match f.kind {
+                FieldKind::TextArray => json_columns.next().expect("one per text array").iter().collect(),
+                _ => rows.iter().map(|r| &r[i]).collect(),
+            })
+            .collect();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tenant, &ids];
+        params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
+        tx.query(&sql.insert_unnest, &params).await?
     } else {
-        insert_staged(tx, tenant, res, sql, ids, rows).await?
+        let staged: Vec<Vec<Value>> = ids
+            .iter()
+            .zip(rows)
+            .map(|(id, values)| {
+                std::iter::once(Value::Uuid(*id))
+                    .chain(
+                        res.fields.iter().zip(values).filter(|(f, _)| !is_system(f)).map(|(_, v)| v.clone()),
+                    )
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[Value]> = staged.iter().map(Vec::as_slice).collect();
+        tx.query(&sql.stage, &[]).await?;
+        tx.copy_in(&sql.stage_copy, &sql.stage_types, &refs).await?;
+        tx.query(&sql.insert_staged, &[&tenant]).await?
     };
     let mut by_id: HashMap<Uuid, Record> = HashMap::with_capacity(inserted.len());
     for row in &inserted {
@@ -252,56 +292,6 @@ pub async fn insert_many(
             by_id.remove(id).ok_or_else(|| Error::Internal(format!("batch insert returned no row {id}")))
         })
         .collect()
-}
-
-async fn insert_unnest(
-    tx: &Tx,
-    tenant: Uuid,
-    res: &'static Resource,
-    sql: &ResourceSql,
-    ids: &[Uuid],
-    rows: &[Vec<Value>],
-) -> Result<Vec<tokio_postgres::Row>, Error> {
-    let columns: Vec<Vec<Value>> = res
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !is_system(f))
-        .map(|(i, f)| {
-            rows.iter()
-                .map(|r| match (&r[i], f.kind) {
-                    (Value::TextArray(v), FieldKind::TextArray) => Value::Json(serde_json::json!(v)),
-                    (v, _) => v.clone(),
-                })
-                .collect()
-        })
-        .collect();
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tenant, &ids];
-    params.extend(columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)));
-    tx.query(&sql.insert_unnest, &params).await
-}
-
-async fn insert_staged(
-    tx: &Tx,
-    tenant: Uuid,
-    res: &'static Resource,
-    sql: &ResourceSql,
-    ids: &[Uuid],
-    rows: &[Vec<Value>],
-) -> Result<Vec<tokio_postgres::Row>, Error> {
-    let staged: Vec<Vec<Value>> = ids
-        .iter()
-        .zip(rows)
-        .map(|(id, values)| {
-            std::iter::once(Value::Uuid(*id))
-                .chain(res.fields.iter().zip(values).filter(|(f, _)| !is_system(f)).map(|(_, v)| v.clone()))
-                .collect()
-        })
-        .collect();
-    let refs: Vec<&[Value]> = staged.iter().map(Vec::as_slice).collect();
-    tx.query(&sql.stage, &[]).await?;
-    tx.copy_in(&sql.stage_copy, &sql.stage_types, &refs).await?;
-    tx.query(&sql.insert_staged, &[&tenant]).await
 }
 
 /// Fetches one row (deleted or not); `for_update` locks it.
